@@ -1,0 +1,93 @@
+"""`tickcast import`: load candle CSV files into the store."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storage import Store, candles
+
+from . import datafiles, timeframes
+from .errors import DataError, UsageError
+from .progress import Progress
+
+log = logging.getLogger(__name__)
+
+CHUNK = 100_000  # rows per write transaction: keeps a running daemon's waits short
+MAX_REPORTED = 1000  # bad lines reported one by one per file; the rest are counted
+
+
+@dataclass
+class FileResult:
+    path: Path
+    exchange: str = ""
+    symbol: str = ""
+    timeframe: str = ""
+    lines: int = 0
+    stored: int = 0
+    unchanged: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+    error: str | None = None  # set when the file as a whole was refused (exit 65)
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def resolve_identity(path: Path, symbol: str | None, exchange: str | None,
+                     timeframe: str | None, default_exchange: str) -> tuple[str, str, str | None]:
+    """Exchange, symbol and timeframe of a file: flags override what the name says."""
+    info = datafiles.parse_name(path)
+    sym = symbol or info.symbol
+    if sym is None:
+        raise UsageError(f"{path}: the file name does not say the symbol; give --symbol "
+                         "(or name it like bitstamp_BTC-USD_1m_2021.csv.gz)")
+    if not re.fullmatch(r"[A-Z0-9]{2,12}/[A-Z0-9]{2,12}", sym):
+        raise UsageError(f"--symbol: {sym!r} is not a unified symbol like BTC/USD")
+    tf = timeframe or info.timeframe
+    if tf is not None:
+        try:
+            timeframes.to_ms(tf)
+        except ValueError as e:
+            raise UsageError(f"--timeframe: {e}") from None
+    return exchange or info.exchange or default_exchange, sym, tf
+
+
+def import_file(store: Store, path: Path, *, symbol: str | None, exchange: str | None,
+                timeframe: str | None, default_exchange: str,
+                default_timeframe: str = "1m") -> FileResult:
+    """Import one file. A refused file stores nothing and comes back with `error` set."""
+    res = FileResult(path)
+    try:
+        ex, sym, tf = resolve_identity(path, symbol, exchange, timeframe, default_exchange)
+        res.exchange, res.symbol = ex, sym
+        parsed, tf_used = datafiles.read(path, timeframes.to_ms(tf) if tf else None,
+                                         fallback_timeframe=default_timeframe)
+    except DataError as e:
+        res.error = str(e)
+        return res
+    res.timeframe = tf_used
+    res.lines = parsed.lines
+    res.rejected = len(parsed.bad)
+    for i, b in enumerate(parsed.bad):
+        key = re.sub(r"\d+", "N", b.reason)
+        res.reasons[key] = res.reasons.get(key, 0) + 1
+        if i < MAX_REPORTED:
+            log.warning("%s: line %d: %s", path, b.line, b.reason)
+    if len(parsed.bad) > MAX_REPORTED:
+        log.warning("%s: %d more bad lines not listed", path, len(parsed.bad) - MAX_REPORTED)
+    ts, ohlcv = parsed.checked.ts, parsed.checked.ohlcv
+    bar = Progress(f"import {path.name}", len(ts), unit=" candles")
+    for k in range(0, len(ts), CHUNK):
+        cols = [ts[k:k + CHUNK].tolist()] + [ohlcv[k:k + CHUNK, j].tolist() for j in range(5)]
+        with store.write(f"import {path.name}") as conn:
+            r = candles.insert_columns(conn, ex, sym, tf_used, cols)
+        res.stored += r.inserted
+        res.unchanged += r.unchanged
+        res.conflicts += len(r.conflicts)
+        for stored, _incoming in r.conflicts[:20]:
+            log.warning("%s: candle at ts_ms %d is already stored with different values; "
+                        "keeping the stored one", path, stored[0])
+        bar.update(k + len(cols[0]))
+    bar.close()
+    return res

@@ -1,0 +1,113 @@
+"""Windows and features, pure numpy.
+
+A window ending at row ``t`` uses the closes of rows ``t-L .. t`` (L returns)
+as encoder input, and the closes of rows ``t+1 .. t+H`` as the target path,
+expressed as cumulative log returns from the close at ``t``. A window is only
+built where every one of those candles exists: windows never span a hole.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import History
+
+TIME_FEATURES = 4  # time of day sin/cos, day of week sin/cos
+_DAY_MS = 86_400_000
+_WEEK_MS = 7 * _DAY_MS
+
+
+def time_features(ts: np.ndarray) -> np.ndarray:
+    """Cyclic calendar features of epoch-ms times, shape (n, 4), UTC.
+
+    >>> np.round(time_features(np.array([0, 21_600_000]))[:, :2], 3).tolist()  # 00:00, 06:00
+    [[0.0, 1.0], [1.0, 0.0]]
+    """
+    ts = np.asarray(ts, dtype=np.float64)
+    day = 2 * np.pi * (ts % _DAY_MS) / _DAY_MS
+    # 1970-01-01 was a Thursday; the phase offset does not matter to a model.
+    week = 2 * np.pi * (ts % _WEEK_MS) / _WEEK_MS + 2 * np.pi * 3 / 7
+    return np.stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)], axis=1)
+
+
+def log_returns(close: np.ndarray) -> np.ndarray:
+    """One-step log returns, row 0 is NaN (no previous close).
+
+    >>> log_returns(np.array([[1.0], [np.e], [np.e]])).ravel().tolist()
+    [nan, 1.0, 0.0]
+    """
+    close = np.asarray(close, dtype=np.float64)
+    out = np.full_like(close, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[1:] = np.log(close[1:] / close[:-1])
+    return out
+
+
+def raw_features(h: History) -> np.ndarray:
+    """Per-row features before scaling: returns (S), log volume (S), calendar (4).
+
+    Rows whose return cannot be computed (first row, or next to a hole) are NaN
+    in the return columns, which keeps windows from using them.
+    """
+    r = log_returns(h.close)
+    with np.errstate(invalid="ignore"):
+        lv = np.log1p(np.where(h.volume >= 0, h.volume, np.nan))
+    return np.concatenate([r, lv, time_features(h.ts)], axis=1)
+
+
+def valid_ends(h: History, lookback: int, horizon: int) -> np.ndarray:
+    """Rows t that can end a training window: closes t-L .. t+H all present.
+
+    >>> c = np.array([[1.0], [2], [3], [4], [np.nan], [6], [7], [8], [9]])
+    >>> h = History(np.arange(9) * 60_000, c, c.copy(), ('X',), 60_000)
+    >>> valid_ends(h, lookback=2, horizon=1).tolist()
+    [2, 7]
+    """
+    ok = np.all(np.isfinite(h.close), axis=1) & np.all(np.isfinite(h.volume), axis=1)
+    n = len(ok)
+    span = lookback + horizon + 1
+    if n < span:
+        return np.zeros(0, dtype=np.int64)
+    # run[i] = number of consecutive present rows ending at i
+    bad = np.flatnonzero(~ok)
+    idx = np.arange(n)
+    last_bad = np.full(n, -1)
+    last_bad[bad] = bad
+    last_bad = np.maximum.accumulate(last_bad)
+    run = idx - last_bad
+    ends = np.arange(lookback, n - horizon)
+    return ends[run[ends + horizon] >= span]
+
+
+def window_ok(h: History, lookback: int) -> bool:
+    """Whether the last lookback+1 closes are all present (a forecast can be made)."""
+    if len(h) < lookback + 1:
+        return False
+    tail_c = h.close[-(lookback + 1):]
+    tail_v = h.volume[-(lookback + 1):]
+    return bool(np.all(np.isfinite(tail_c)) and np.all(np.isfinite(tail_v)))
+
+
+def targets(close: np.ndarray, ends: np.ndarray, horizon: int) -> np.ndarray:
+    """Cumulative log returns log(close[t+k] / close[t]), k = 1..H, shape (m, H, S).
+
+    >>> c = np.exp(np.array([[0.0], [1], [3], [6]]))
+    >>> targets(c, np.array([0, 1]), 2)[:, :, 0].tolist()
+    [[1.0, 3.0], [2.0, 5.0]]
+    """
+    lc = np.log(close)
+    k = np.arange(1, horizon + 1)
+    return lc[ends[:, None] + k[None, :]] - lc[ends][:, None, :]
+
+
+def gather(feats: np.ndarray, ends: np.ndarray, lookback: int) -> np.ndarray:
+    """Encoder inputs: rows t-L+1 .. t of the feature matrix, shape (m, L, F)."""
+    offs = np.arange(-lookback + 1, 1)
+    return feats[ends[:, None] + offs[None, :]]
+
+
+def future_time(ts_end: np.ndarray, step_ms: int, horizon: int) -> np.ndarray:
+    """Calendar features of the H future candles after each end time, (m, H, 4)."""
+    k = np.arange(1, horizon + 1)
+    fut = np.asarray(ts_end, dtype=np.int64)[:, None] + k[None, :] * step_ms
+    return time_features(fut.ravel()).reshape(len(ts_end), horizon, TIME_FEATURES)

@@ -1,0 +1,27 @@
+"""Everything SQL: engine, schema, migrations, candles, forecasts, scoring.
+
+Imports nothing from the rest of the project (SPEC §2).
+"""
+
+from . import candles, dialect, forecasts, migrations, runs, schema, views
+from .errors import SchemaTooNew, StorageError, StoreBusy, StoreCorrupt
+from .forecasts import ForecastRow
+from .migrations import LATEST as SCHEMA_VERSION
+from .store import Store
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ForecastRow",
+    "SchemaTooNew",
+    "StorageError",
+    "Store",
+    "StoreBusy",
+    "StoreCorrupt",
+    "candles",
+    "dialect",
+    "forecasts",
+    "migrations",
+    "runs",
+    "schema",
+    "views",
+]

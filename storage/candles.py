@@ -1,0 +1,228 @@
+"""Candle rows: idempotent insert, newest candle, internal gaps, windows.
+
+A candle row here is the tuple ``(ts, open, high, low, close, volume)``;
+validation happens before this module (the daemon's job), the CHECK constraints
+are only a backstop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.engine import Connection
+
+from .dialect import executemany, insert_ignore_sql
+from .schema import candles, empty_candles
+
+Row = tuple[int, float, float, float, float, float]
+
+_COLS = ["exchange", "symbol", "timeframe", "ts", "open", "high", "low", "close", "volume"]
+
+
+@dataclass
+class InsertResult:
+    inserted: int = 0
+    unchanged: int = 0
+    # (stored, incoming) for rows that arrived again with different values: the
+    # stored one is kept (SPEC §4), the caller logs the conflict.
+    conflicts: list[tuple[Row, Row]] = field(default_factory=list)
+
+
+def _series(exchange: str, symbol: str, timeframe: str):  # type: ignore[no-untyped-def]
+    return and_(
+        candles.c.exchange == exchange,
+        candles.c.symbol == symbol,
+        candles.c.timeframe == timeframe,
+    )
+
+
+def _row(r: Sequence[float]) -> Row:
+    return (int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]))
+
+
+def insert(
+    conn: Connection, exchange: str, symbol: str, timeframe: str, rows: Sequence[Row]
+) -> InsertResult:
+    """Insert rows, skipping those already stored; report stored-vs-incoming conflicts."""
+    if not rows:
+        return InsertResult()
+    cols = [list(c) for c in zip(*rows, strict=True)]
+    return insert_columns(conn, exchange, symbol, timeframe, cols)
+
+
+def insert_columns(
+    conn: Connection, exchange: str, symbol: str, timeframe: str, cols: Sequence[Sequence[Any]]
+) -> InsertResult:
+    """`insert` for data held as six columns (ts, open, high, low, close, volume).
+
+    The bulk-import path: rows are zipped lazily into the driver, never built as
+    a list of tuples first.
+    """
+    n = len(cols[0])
+    if n == 0:
+        return InsertResult()
+    sql = insert_ignore_sql(candles, _COLS)
+    params = zip(repeat(exchange), repeat(symbol), repeat(timeframe), *cols)
+    inserted = executemany(conn, sql, params)
+    result = InsertResult(inserted=inserted)
+    if inserted == n:
+        return result
+    # Some rows were already there: find out whether they agree with what is stored.
+    rows = [_row(r) for r in zip(*cols, strict=True)]
+    lo = min(r[0] for r in rows)
+    hi = max(r[0] for r in rows)
+    stored = {r[0]: r for r in range_rows(conn, exchange, symbol, timeframe, lo, hi + 1)}
+    for r in rows:
+        s = stored.get(r[0])
+        if s is not None and s != r:
+            result.conflicts.append((s, r))
+    result.unchanged = n - inserted - len(result.conflicts)
+    return result
+
+
+def newest_ts(conn: Connection, exchange: str, symbol: str, timeframe: str) -> int | None:
+    v = conn.execute(select(func.max(candles.c.ts)).where(_series(exchange, symbol, timeframe)))
+    out = v.scalar()
+    return None if out is None else int(out)
+
+
+def oldest_ts(conn: Connection, exchange: str, symbol: str, timeframe: str) -> int | None:
+    v = conn.execute(select(func.min(candles.c.ts)).where(_series(exchange, symbol, timeframe)))
+    out = v.scalar()
+    return None if out is None else int(out)
+
+
+def count(
+    conn: Connection,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    start: int | None = None,
+    end: int | None = None,
+) -> int:
+    q = select(func.count()).select_from(candles).where(_series(exchange, symbol, timeframe))
+    if start is not None:
+        q = q.where(candles.c.ts >= start)
+    if end is not None:
+        q = q.where(candles.c.ts < end)
+    return int(conn.execute(q).scalar() or 0)
+
+
+def series(conn: Connection) -> list[tuple[str, str, str]]:
+    """Every (exchange, symbol, timeframe) that has candles."""
+    q = select(candles.c.exchange, candles.c.symbol, candles.c.timeframe).distinct()
+    return [(r[0], r[1], r[2]) for r in conn.execute(q.order_by(*q.selected_columns))]
+
+
+def range_rows(
+    conn: Connection, exchange: str, symbol: str, timeframe: str, start: int, end: int
+) -> list[Row]:
+    """Stored candles with start <= ts < end, ascending."""
+    q = (
+        select(
+            candles.c.ts, candles.c.open, candles.c.high, candles.c.low, candles.c.close,
+            candles.c.volume,
+        )
+        .where(_series(exchange, symbol, timeframe), candles.c.ts >= start, candles.c.ts < end)
+        .order_by(candles.c.ts)
+    )
+    return [_row(r) for r in conn.execute(q)]
+
+
+def window(
+    conn: Connection, exchange: str, symbol: str, timeframe: str, end_ts: int, n: int
+) -> list[Row]:
+    """The last n stored candles with ts <= end_ts, ascending (may be fewer, may have holes)."""
+    q = (
+        select(
+            candles.c.ts, candles.c.open, candles.c.high, candles.c.low, candles.c.close,
+            candles.c.volume,
+        )
+        .where(_series(exchange, symbol, timeframe), candles.c.ts <= end_ts)
+        .order_by(candles.c.ts.desc())
+        .limit(n)
+    )
+    rows = [_row(r) for r in conn.execute(q)]
+    rows.reverse()
+    return rows
+
+
+def mark_empty(
+    conn: Connection, exchange: str, symbol: str, timeframe: str, ts: Sequence[int], now_ms: int
+) -> int:
+    """Remember candle times the exchange answered for without a candle."""
+    if not ts:
+        return 0
+    sql = insert_ignore_sql(empty_candles, ["exchange", "symbol", "timeframe", "ts", "checked_at"])
+    cur = conn.exec_driver_sql(sql, [(exchange, symbol, timeframe, int(t), now_ms) for t in ts])
+    return max(cur.rowcount or 0, 0)
+
+
+def empty_ts(
+    conn: Connection, exchange: str, symbol: str, timeframe: str, start: int, end: int
+) -> list[int]:
+    """Known no-trade candle times with start <= ts < end, ascending."""
+    q = (
+        select(empty_candles.c.ts)
+        .where(
+            empty_candles.c.exchange == exchange,
+            empty_candles.c.symbol == symbol,
+            empty_candles.c.timeframe == timeframe,
+            empty_candles.c.ts >= start,
+            empty_candles.c.ts < end,
+        )
+        .order_by(empty_candles.c.ts)
+    )
+    return [int(r[0]) for r in conn.execute(q)]
+
+
+def gaps(
+    conn: Connection,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    step_ms: int,
+    start: int | None = None,
+    end: int | None = None,
+) -> list[tuple[int, int]]:
+    """Internal holes as [first_missing_ts, next_present_ts) ranges.
+
+    A candle time counts as present when a candle is stored or the exchange
+    confirmed it has none (``empty_candles``); only the space between the first
+    and the last present time in [start, end) is examined.
+    """
+    c_where = [
+        candles.c.exchange == exchange,
+        candles.c.symbol == symbol,
+        candles.c.timeframe == timeframe,
+    ]
+    e_where = [
+        empty_candles.c.exchange == exchange,
+        empty_candles.c.symbol == symbol,
+        empty_candles.c.timeframe == timeframe,
+    ]
+    if start is not None:
+        c_where.append(candles.c.ts >= start)
+        e_where.append(empty_candles.c.ts >= start)
+    if end is not None:
+        c_where.append(candles.c.ts < end)
+        e_where.append(empty_candles.c.ts < end)
+    present = (
+        select(candles.c.ts.label("ts")).where(*c_where)
+        .union(select(empty_candles.c.ts.label("ts")).where(*e_where))
+        .subquery()
+    )
+    lagged = select(
+        present.c.ts.label("ts"),
+        func.lag(present.c.ts).over(order_by=present.c.ts).label("prev"),
+    ).subquery()
+    q = (
+        select(lagged.c.prev, lagged.c.ts)
+        .where(lagged.c.prev.is_not(None), lagged.c.ts - lagged.c.prev > step_ms)
+        .order_by(lagged.c.ts)
+    )
+    return [(int(prev) + step_ms, int(ts)) for prev, ts in conn.execute(q)]

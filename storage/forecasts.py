@@ -1,0 +1,102 @@
+"""Forecast rows: idempotent persist, scoring against stored candles, queries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.engine import Connection
+
+from .dialect import insert_ignore
+from .schema import candles, forecasts
+
+
+@dataclass(frozen=True)
+class ForecastRow:
+    model: str
+    model_version: str
+    exchange: str
+    symbol: str
+    timeframe: str
+    issued_ts: int
+    target_ts: int
+    horizon: int
+    yhat: float
+    lower: float | None
+    upper: float | None
+    created_at: int
+
+
+def insert(conn: Connection, rows: Sequence[ForecastRow]) -> int:
+    """Persist forecasts; a forecast already stored under the same key is left as it is."""
+    if not rows:
+        return 0
+    cur = conn.execute(insert_ignore(forecasts), [asdict(r) for r in rows])
+    return max(cur.rowcount or 0, 0)
+
+
+def score(conn: Connection, now_ms: int) -> int:
+    """Fill actual, error and scored_at of every forecast whose target candle is stored.
+
+    One correlated UPDATE, portable SQL: the target candle is looked up by the
+    forecast's own exchange, symbol, timeframe and target_ts.
+    """
+    target_close = (
+        select(candles.c.close)
+        .where(
+            candles.c.exchange == forecasts.c.exchange,
+            candles.c.symbol == forecasts.c.symbol,
+            candles.c.timeframe == forecasts.c.timeframe,
+            candles.c.ts == forecasts.c.target_ts,
+        )
+        .scalar_subquery()
+    )
+    stmt = (
+        update(forecasts)
+        .where(forecasts.c.actual.is_(None), target_close.is_not(None))
+        .values(actual=target_close, error=target_close - forecasts.c.yhat, scored_at=now_ms)
+    )
+    return max(conn.execute(stmt).rowcount or 0, 0)
+
+
+def pending_count(conn: Connection) -> int:
+    q = select(func.count()).select_from(forecasts).where(forecasts.c.actual.is_(None))
+    return int(conn.execute(q).scalar() or 0)
+
+
+def latest_issued(
+    conn: Connection, model: str, exchange: str, symbol: str, timeframe: str
+) -> int | None:
+    q = select(func.max(forecasts.c.issued_ts)).where(
+        and_(
+            forecasts.c.model == model,
+            forecasts.c.exchange == exchange,
+            forecasts.c.symbol == symbol,
+            forecasts.c.timeframe == timeframe,
+        )
+    )
+    v = conn.execute(q).scalar()
+    return None if v is None else int(v)
+
+
+def max_issued(conn: Connection) -> int | None:
+    v = conn.execute(select(func.max(forecasts.c.issued_ts))).scalar()
+    return None if v is None else int(v)
+
+
+def recent_mae(conn: Connection, since_ms: int) -> list[dict[str, object]]:
+    """MAE per model, symbol and horizon of forecasts scored for targets since a time."""
+    q = (
+        select(
+            forecasts.c.model,
+            forecasts.c.symbol,
+            forecasts.c.horizon,
+            func.count().label("n"),
+            func.avg(func.abs(forecasts.c.error)).label("mae"),
+        )
+        .where(forecasts.c.actual.is_not(None), forecasts.c.target_ts >= since_ms)
+        .group_by(forecasts.c.model, forecasts.c.symbol, forecasts.c.horizon)
+        .order_by(forecasts.c.symbol, forecasts.c.horizon, forecasts.c.model)
+    )
+    return [dict(r._mapping) for r in conn.execute(q)]

@@ -1,0 +1,69 @@
+"""training_runs rows and the small store_meta key/value table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import desc, insert, select, update
+from sqlalchemy.engine import Connection
+
+from .dialect import insert_ignore
+from .schema import store_meta, training_runs
+
+
+def start(conn: Connection, **values: Any) -> int:
+    """Record a training run as 'running'; returns its id."""
+    values.setdefault("status", "running")
+    res = conn.execute(insert(training_runs).values(**values))
+    pk = res.inserted_primary_key
+    assert pk is not None
+    return int(pk[0])
+
+
+def finish(conn: Connection, run_id: int, **values: Any) -> None:
+    conn.execute(update(training_runs).where(training_runs.c.id == run_id).values(**values))
+
+
+def latest(
+    conn: Connection, model: str, *, status: str | None = None, exchange: str | None = None,
+    timeframe: str | None = None,
+) -> dict[str, Any] | None:
+    q = select(training_runs).where(training_runs.c.model == model)
+    if status is not None:
+        q = q.where(training_runs.c.status == status)
+    if exchange is not None:
+        q = q.where(training_runs.c.exchange == exchange)
+    if timeframe is not None:
+        q = q.where(training_runs.c.timeframe == timeframe)
+    row = conn.execute(q.order_by(desc(training_runs.c.id)).limit(1)).first()
+    return None if row is None else dict(row._mapping)
+
+
+def accepted_versions(conn: Connection, model: str) -> list[str]:
+    q = (
+        select(training_runs.c.model_version)
+        .where(training_runs.c.model == model, training_runs.c.status == "accepted")
+        .order_by(training_runs.c.id)
+    )
+    return [str(r[0]) for r in conn.execute(q)]
+
+
+def abandon_running(conn: Connection, now_ms: int) -> int:
+    """Runs left 'running' by a process that died are marked failed at start-up."""
+    res = conn.execute(
+        update(training_runs)
+        .where(training_runs.c.status == "running")
+        .values(status="failed", finished_at=now_ms, reason="process ended during training")
+    )
+    return max(res.rowcount or 0, 0)
+
+
+def get_meta(conn: Connection, key: str) -> str | None:
+    v = conn.execute(select(store_meta.c.value).where(store_meta.c.key == key)).scalar()
+    return None if v is None else str(v)
+
+
+def set_meta(conn: Connection, key: str, value: str, *, overwrite: bool = True) -> None:
+    if overwrite:
+        conn.execute(store_meta.delete().where(store_meta.c.key == key))
+    conn.execute(insert_ignore(store_meta).values(key=key, value=value))

@@ -1,0 +1,153 @@
+"""Ingest benchmark: CSV import of >= 1M candles beside raw sqlite3.executemany, and backfill
+through ccxt from the local emulator.
+
+    python tests/bench/ingest.py [--rows 1000000] [--backfill-minutes 20000]
+
+Targets (SPEC §10, issue 2): import >= 150,000 candles/s and >= 50 % of the raw rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import logging
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+from _common import ROOT, emit, peak_rss_mb
+
+from daemon import commands, settings
+from daemon.importer import import_file
+from storage import Store, candles
+from tests.emulator import ExchangeEmulator, hourly_onto_minutes, load_csv
+
+MINUTE = 60_000
+T0 = 1_577_836_800_000  # 2020-01-01
+
+
+def real_rows(n: int) -> list[tuple[int, float, float, float, float, float]]:
+    """n candles on a 1m grid: the real hourly BTC/USD series, cycled with a price offset
+    so that consecutive cycles join without a jump."""
+    src = load_csv(ROOT / "daemon/sample/bitstamp_BTC-USD_1h_2017-11_2020-12.csv.gz")
+    out = []
+    scale = 1.0
+    i = 0
+    while len(out) < n:
+        c = src[i % len(src)]
+        if i and i % len(src) == 0:
+            scale *= src[-1][4] / src[0][1]
+        out.append((T0 + len(out) * MINUTE, c[1] * scale, c[2] * scale, c[3] * scale,
+                    c[4] * scale, c[5]))
+        i += 1
+    return out
+
+
+def write_csv(path: Path, rows: list[tuple[int, float, float, float, float, float]]) -> None:
+    with open(path, "w") as f:
+        f.write("ts_ms,open,high,low,close,volume\n")
+        for r in rows:
+            f.write(f"{r[0]},{r[1]:.2f},{r[2]:.2f},{r[3]:.2f},{r[4]:.2f},{r[5]:.8f}\n")
+
+
+def raw_rate(db: Path, rows: list[tuple[int, float, float, float, float, float]]) -> float:
+    """Plain sqlite3.executemany into the same schema, same pragmas, same 100k chunks."""
+    Store(str(db)).open(T0)
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("pragma journal_mode=wal")
+    con.execute("pragma synchronous=full")
+    params = [("bitstamp", "BTC/USD", "1m", *r) for r in rows]
+    t = time.perf_counter()
+    for k in range(0, len(params), 100_000):
+        con.execute("begin immediate")
+        con.executemany("insert into candles (exchange, symbol, timeframe, ts, open, high, low, "
+                        "close, volume) values (?,?,?,?,?,?,?,?,?) on conflict do nothing",
+                        params[k:k + 100_000])
+        con.execute("commit")
+    dt = time.perf_counter() - t
+    assert con.execute("select count(*) from candles").fetchone()[0] == len(rows)
+    con.close()
+    return len(rows) / dt
+
+
+def store_rate(db: Path, rows: list[tuple[int, float, float, float, float, float]]) -> float:
+    """The project's storage layer alone (no CSV parsing): candles.insert in 100k chunks."""
+    s = Store(str(db))
+    s.open(T0)
+    t = time.perf_counter()
+    for k in range(0, len(rows), 100_000):
+        with s.write() as conn:
+            candles.insert(conn, "bitstamp", "BTC/USD", "1m", rows[k:k + 100_000])
+    return len(rows) / (time.perf_counter() - t)
+
+
+def backfill_rate(tmp: Path, minutes: int) -> dict[str, float]:
+    hourly = {s: load_csv(ROOT / f"daemon/sample/bitstamp_{s.replace('/', '-')}_1h_2017-11_2020-12.csv.gz")
+              for s in ("BTC/USD", "BTC/EUR")}
+    data = {s: hourly_onto_minutes(r[:minutes], T0) for s, r in hourly.items()}
+    now = T0 + minutes * MINUTE + 1000
+    out = {}
+    for ex in ("bitstamp", "kraken"):
+        with ExchangeEmulator(data, now_ms=now) as emu:
+            cfg = settings.load(None, env={}, overrides={
+                "exchange.id": ex, "exchange.api_url": emu.base_url,
+                "exchange.rate_limit": False, "daemon.clock": f"fixed:{now}",
+                "storage.url": str(tmp / f"bf-{ex}.db")})
+            t = time.perf_counter()
+            code = commands.backfill_command(cfg, T0, None)
+            dt = time.perf_counter() - t
+            assert code == 0
+            out[ex] = 2 * minutes / dt
+            out[f"{ex}_requests"] = emu.request_count()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--backfill-minutes", type=int, default=20_000)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        rows = real_rows(args.rows)
+        csv_path = tmp / "bitstamp_BTC-USD_1m_bench.csv"
+        write_csv(csv_path, rows)
+        parsed_rows = [tuple(float(x) if i else int(x) for i, x in enumerate(line.split(",")))
+                       for line in csv_path.read_text().splitlines()[1:]]
+        raw = raw_rate(tmp / "raw.db", parsed_rows)  # type: ignore[arg-type]
+        storage_only = store_rate(tmp / "store.db", parsed_rows)  # type: ignore[arg-type]
+        s = Store(str(tmp / "import.db"))
+        s.open(T0)
+        t = time.perf_counter()
+        res = import_file(s, csv_path, symbol=None, exchange=None, timeframe=None,
+                          default_exchange="bitstamp")
+        dt = time.perf_counter() - t
+        assert res.error is None and res.stored == args.rows, res
+        gz_path = tmp / "bitstamp_BTC-EUR_1m_bench.csv.gz"
+        with open(csv_path, "rb") as src, gzip.open(gz_path, "wb", compresslevel=6) as dst:
+            dst.write(src.read())
+        t = time.perf_counter()
+        res_gz = import_file(s, gz_path, symbol=None, exchange=None, timeframe=None,
+                             default_exchange="bitstamp")
+        dt_gz = time.perf_counter() - t
+        assert res_gz.stored == args.rows
+        bf = backfill_rate(tmp, args.backfill_minutes)
+    import_rate = args.rows / dt
+    emit({
+        "benchmark": "ingest",
+        "rows": args.rows,
+        "import_candles_per_s": round(import_rate),
+        "import_gz_candles_per_s": round(args.rows / dt_gz),
+        "raw_executemany_candles_per_s": round(raw),
+        "storage_layer_candles_per_s": round(storage_only),
+        "import_vs_raw": round(import_rate / raw, 3),
+        "backfill_candles_per_s": {k: round(v) for k, v in bf.items()},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "targets": {"import_candles_per_s": 150_000, "import_vs_raw": 0.5},
+    })
+
+
+if __name__ == "__main__":
+    main()
