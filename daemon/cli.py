@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from storage import StorageError, StoreBusy
@@ -144,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
 def load_settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> settings.Settings:
     env = dict(os.environ) if env is None else env
     config = args.config or env.get("TICKCAST_CONFIG") or None
+    if config is None and env.get("CONFIGURATION_DIRECTORY"):
+        # Under systemd (ConfigurationDirectory=tickcast): use /etc/tickcast/config.toml
+        # when the operator wrote one; the defaults serve otherwise.
+        candidate = Path(env["CONFIGURATION_DIRECTORY"].split(":")[0]) / "config.toml"
+        config = str(candidate) if candidate.is_file() else None
     db = args.db or env.get("TICKCAST_DB") or None
     overrides: dict[str, Any] = {"storage.url": db, "exchange.api_url": args.exchange_url}
     return settings.load(config, env, overrides)

@@ -167,10 +167,62 @@ def status_command(cfg: Settings, as_json: bool) -> int:
 
 
 def replay_command(cfg: Settings, args: Any) -> int:
-    print("tickcast replay: not built yet", file=sys.stderr)
-    return errors.EXIT_TEMPFAIL
+    from . import replay
+    from .report import accuracy, describe_range, table
+
+    data = [Path(p) for p in (args.data or [])]
+    if data and args.from_db:
+        raise errors.UsageError("give --data or --from-db, not both")
+    if args.start is not None and args.end is not None and args.end <= args.start:
+        raise errors.UsageError("--end must be after --start")
+    start = args.start
+    db_url = None
+    if args.from_db:
+        db_url = cfg.storage_url
+        live = open_store(db_url, from_spec(cfg["daemon.clock"]).now_ms(), must_exist=True)
+        inp = replay.load_db(live, cfg, args.start, args.end)
+        live.close()
+    elif data:
+        inp = replay.load_files(data, symbol=args.symbol, exchange=args.exchange,
+                                default_exchange=cfg.exchange)
+    else:
+        inp = replay.load_files(replay.bundled_files(), symbol=None, exchange=None,
+                                default_exchange=cfg.exchange, sample=True)
+        if start is None:
+            from .clock import parse_time
+
+            start = parse_time(replay.SAMPLE_START)
+        print(f"replaying the bundled real sample ({inp.origin}) from {iso(start)}; "
+              "earlier candles are history", file=sys.stderr)
+    out = args.out or replay.default_out(inp, data or None, db_url)
+    res = replay.run(cfg, inp, start=start, end=args.end, out=out, live_url=cfg.storage_url)
+    store = open_store(out, 0)
+    rows = accuracy(store, start)
+    print(table(rows))
+    print(f"\nreplay: {res.ticks} ticks of {inp.timeframe} ({inp.exchange} "
+          f"{', '.join(inp.symbols)}) in {res.wall_s:.1f}s, {res.retrains} retrains "
+          f"({res.accepted} accepted), {describe_range(rows)}; store {out}")
+    return errors.EXIT_OK
 
 
 def report_command(cfg: Settings, since: int | None, plot: str | None, as_json: bool) -> int:
-    print("tickcast report: not built yet", file=sys.stderr)
-    return errors.EXIT_TEMPFAIL
+    from .report import accuracy, describe_range, table
+    from .report import plot as draw
+
+    store = open_store(cfg.storage_url, 0, must_exist=True)
+    rows = accuracy(store, since)
+    if plot:
+        try:
+            draw(store, Path(plot), since, rows)
+        except RuntimeError as e:
+            raise errors.UsageError(str(e)) from e
+    if as_json:
+        print(json.dumps({"since": iso(since) if since is not None else None, "rows": rows},
+                         indent=2))
+    else:
+        print(table(rows))
+        if rows:
+            print(describe_range(rows))
+        if plot:
+            print(f"plot written to {plot}")
+    return errors.EXIT_OK

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import ccxt
 
-from .clock import iso
+from .clock import iso, monotonic
 from .errors import ConfigError, TemporaryFailure
 from .validate import Checked, Rejected, Row, check_rows
 
@@ -148,12 +148,16 @@ class CcxtSource:
         self.page_limit = int(feats.get("limit") or 500)
         self._markets_loaded = False
         self.requests = 0
+        # Longest time one call may spend retrying (None: only max_retries bounds it).
+        # The daemon sets it below the tick interval so an outage cannot stall ticks.
+        self.call_budget_s: float | None = None
 
     # -- error translation -------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one ccxt call with capped exponential backoff on temporary faults."""
         delay = 0.5
         last: Exception | None = None
+        t0 = monotonic()
         for attempt in range(self.max_retries + 1):
             if self.stop.is_set():
                 raise Stopping()
@@ -176,12 +180,14 @@ class CcxtSource:
             if attempt == self.max_retries:
                 break
             wait = min(self.backoff_max_s, delay) * (0.5 + 0.5 * self.rng.random())
+            if self.call_budget_s is not None and monotonic() - t0 + wait > self.call_budget_s:
+                break
             log.warning("%s failed (%s: %s); retry %d/%d in %.1fs", what, type(last).__name__,
                         _short(last), attempt + 1, self.max_retries, wait)
             if self.stop.wait(wait):
                 raise Stopping()
             delay = min(self.backoff_max_s, delay * 2)
-        raise RetryLater(f"{what}: giving up after {self.max_retries + 1} tries: "
+        raise RetryLater(f"{what}: giving up after {attempt + 1} tries: "
                          f"{type(last).__name__}: {_short(last)}") from last
 
     def load_markets(self, symbols: list[str]) -> None:

@@ -43,13 +43,15 @@ class Seq2SeqConfig:
     lookback: int = 240
     horizon: int = 60  # steps decoded; forecasts can be asked for any 1..horizon
     rnn: str = "gru"
-    hidden: int = 64
+    hidden: int = 32
     layers: int = 2
     dropout: float = 0.1
+    patch: int = 4
     learning_rate: float = 1e-3
     batch_size: int = 128
-    initial_steps: int = 400
-    retrain_steps: int = 60
+    initial_steps: int = 300
+    retrain_steps: int = 30
+    max_val_windows: int = 512
     val_fraction: float = 0.2
     min_windows: int = 64
     grad_clip: float = 1.0
@@ -57,7 +59,7 @@ class Seq2SeqConfig:
     device: str = "auto"
 
     # Fields that define the network's shape: a checkpoint must agree on all of them.
-    SHAPE = ("symbols", "step_ms", "lookback", "horizon", "rnn", "hidden", "layers")
+    SHAPE = ("symbols", "step_ms", "lookback", "horizon", "rnn", "hidden", "layers", "patch")
 
     @property
     def n_features(self) -> int:
@@ -140,7 +142,8 @@ class Seq2SeqForecaster:
             return res
         seed = _seed(cfg.seed, int(history.ts[-1]))
         feats = windows.raw_features(history)
-        n_val = max(8, int(len(ends) * cfg.val_fraction))
+        # The newest windows validate; capped so a retrain stays cheap on a long window.
+        n_val = min(cfg.max_val_windows, max(8, int(len(ends) * cfg.val_fraction)))
         val_pos = np.arange(len(ends) - n_val, len(ends))
         # Embargo: no training target may reach into the validation targets.
         first_val_end = ends[val_pos[0]]
@@ -242,8 +245,10 @@ class Seq2SeqForecaster:
         return out
 
     # -- checkpoints -------------------------------------------------------------
-    def save(self, path: Path, extra_meta: dict[str, Any] | None = None) -> None:
-        f = self._fitted
+    def save(self, path: Path, extra_meta: dict[str, Any] | None = None,
+             candidate: Candidate | None = None) -> None:
+        """Write the current model (or a not yet adopted candidate) as a checkpoint."""
+        f = candidate.fitted if candidate is not None else self._fitted
         if f is None:
             raise ValueError("nothing to save: no trained model")
         cfg = asdict(self.config)
@@ -296,7 +301,7 @@ class Seq2SeqForecaster:
     def _new_net(self) -> Seq2Seq:
         c = self.config
         return Seq2Seq(c.n_features, len(c.symbols), c.horizon, hidden=c.hidden,
-                       layers=c.layers, dropout=c.dropout, rnn=c.rnn)
+                       layers=c.layers, dropout=c.dropout, rnn=c.rnn, patch=c.patch)
 
     def _tensors(self, h: History, feats: np.ndarray, ends: np.ndarray, scaler: Scaler,
                  train_pos: np.ndarray, val_pos: np.ndarray) -> _Data:
@@ -344,7 +349,7 @@ class Seq2SeqForecaster:
                 return {"steps": step, "loss": _mean(losses),
                         "error": f"rejected: non-finite gradient at step {step}"}
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         net.eval()
         return {"steps": n_steps, "loss": _mean(losses[-max(1, n_steps // 4):]), "error": None}
 

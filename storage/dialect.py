@@ -46,8 +46,13 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database)
 
 
-def create(url: str, *, read_only: bool = False) -> Engine:
-    """Create an engine with the project's SQLite settings applied on every connection."""
+def create(url: str, *, read_only: bool = False, durable: bool = True) -> Engine:
+    """Create an engine with the project's SQLite settings applied on every connection.
+
+    `durable` False trades the fsync of each commit for speed (replay stores): WAL
+    still makes every transaction atomic, so a crash loses at most the newest
+    commits, which a resumed replay simply redoes.
+    """
     url = normalise_url(url)
     try:
         u = make_url(url)
@@ -83,7 +88,7 @@ def create(url: str, *, read_only: bool = False) -> Engine:
                 raise StorageError(f"store {path}: cannot switch to WAL (journal_mode={mode})")
             # FULL: a commit survives power loss, not just a process crash; the
             # daemon commits a handful of times a minute, so the fsync is cheap.
-            cur.execute("PRAGMA synchronous = FULL")
+            cur.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -39,13 +39,19 @@ def latest(
     return None if row is None else dict(row._mapping)
 
 
-def accepted_versions(conn: Connection, model: str) -> list[str]:
-    q = (
-        select(training_runs.c.model_version)
-        .where(training_runs.c.model == model, training_runs.c.status == "accepted")
-        .order_by(training_runs.c.id)
-    )
-    return [str(r[0]) for r in conn.execute(q)]
+def accepted(conn: Connection, model: str, exchange: str, timeframe: str) -> list[dict[str, Any]]:
+    """Accepted runs of a model, newest first."""
+    t = training_runs
+    q = (select(t).where(t.c.model == model, t.c.status == "accepted", t.c.exchange == exchange,
+                         t.c.timeframe == timeframe)
+         .order_by(desc(t.c.id)))
+    return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def last_attempt_end(conn: Connection, model: str, exchange: str, timeframe: str) -> int | None:
+    """data_end_ts of the newest recorded training run of any outcome."""
+    row = latest(conn, model, exchange=exchange, timeframe=timeframe)
+    return None if row is None or row["data_end_ts"] is None else int(row["data_end_ts"])
 
 
 def abandon_running(conn: Connection, now_ms: int) -> int:

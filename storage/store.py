@@ -36,10 +36,10 @@ def translate(e: Exception, what: str) -> StorageError:
 class Store:
     """One database. Cheap to create; `open()` checks and migrates it."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, durable: bool = True) -> None:
         self.url = dialect.normalise_url(url)
         try:
-            self.engine = dialect.create(self.url)
+            self.engine = dialect.create(self.url, durable=durable)
         except OSError as e:
             raise StorageError(f"cannot create store {url}: {e.strerror or e}") from e
 

@@ -79,7 +79,7 @@ def emulator_config(tmp_path: Path, emu: ExchangeEmulator, exchange_id: str = "b
     sections: dict[str, dict[str, Any]] = {
         "exchange": {"id": exchange_id, "api_url": emu.base_url, "rate_limit": False,
                      "timeout_ms": 1500, "max_retries": 8, "backoff_max_s": 0.05},
-        "model": {"train_window": 4000, "lookback": 60, "horizons": [1, 5, 15]},
+        "model": {"train_window": 4000, "lookback": 60, "horizons": [1, 5, 15], "threads": 1},
         "daemon": {"clock": f"fixed:{emu.now_ms()}"},
     }
     for k, v in extra.items():

@@ -1,0 +1,144 @@
+"""A real `tickcast run` subprocess against the emulator, on an accelerated shared clock,
+with a notify socket standing in for systemd."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from daemon.clock import ScaledClock
+from tests.conftest import MINUTE, ROOT, T0, write_config
+from tests.emulator import ExchangeEmulator
+
+SPEED = 60.0  # one simulated minute per wall second
+START = T0 + 500 * MINUTE  # simulated start: 500 minutes of history exist
+
+
+class Notifications:
+    """A datagram socket that records what the daemon tells 'systemd'."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except (TimeoutError, OSError):
+                continue
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def times(self, key: str) -> list[float]:
+        return [t for t, m in self.messages if key in m.split("\n")[0] or f"\n{key}" in m
+                or m.startswith(key)]
+
+    def has(self, key: str) -> bool:
+        return bool(self.times(key))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._t.join(1)
+        self.sock.close()
+
+
+class DaemonHarness:
+    def __init__(self, tmp: Path, minutes: dict[str, list[Any]], *, speed: float = SPEED,
+                 model: dict[str, Any] | None = None, exchange: dict[str, Any] | None = None,
+                 watchdog_usec: int | None = 2_000_000) -> None:
+        self.tmp = tmp
+        self.clock = ScaledClock(START, time.time(), speed)
+        self.emu = ExchangeEmulator({s: list(r) for s, r in minutes.items()},
+                                    now_ms=self.clock.now_ms)
+        self.emu.start()
+        self.db = tmp / "live.db"
+        self.notify = Notifications(tmp / "notify.sock")
+        self.watchdog_usec = watchdog_usec
+        self.config = write_config(tmp / "config.toml", {
+            "exchange": {"api_url": self.emu.base_url, "rate_limit": False, "timeout_ms": 2000,
+                         "max_retries": 3, "backoff_max_s": 0.2, **(exchange or {})},
+            "model": {"lookback": 16, "horizons": [1, 3, 6], "train_window": 300,
+                      "retrain_every": 20, "initial_steps": 40, "retrain_steps": 8, "hidden": 8,
+                      "batch_size": 32, "threads": 1, **(model or {})},
+            "daemon": {"clock": self.clock.spec(), "poll_delay_s": 0.5, "heartbeat_minutes": 1},
+        })
+        self.procs: list[subprocess.Popen[str]] = []
+        self._logs: list[Any] = []
+
+    def env(self) -> dict[str, str]:
+        e = {k: v for k, v in os.environ.items()
+             if not k.startswith("TICKCAST_") and k not in ("STATE_DIRECTORY", "NOTIFY_SOCKET",
+                                                            "WATCHDOG_USEC")}
+        e["NOTIFY_SOCKET"] = str(self.notify.path)
+        if self.watchdog_usec:
+            e["WATCHDOG_USEC"] = str(self.watchdog_usec)
+        return e
+
+    def start(self, *extra: str) -> subprocess.Popen[str]:
+        log = open(self.tmp / f"daemon-{len(self.procs)}.log", "w")  # noqa: SIM115
+        self._logs.append(log)
+        p = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(self.config),
+                              "--db", str(self.db), "run", *extra], env=self.env(), cwd=ROOT,
+                             stdout=log, stderr=subprocess.STDOUT, text=True)
+        self.procs.append(p)
+        return p
+
+    def log(self, i: int = -1) -> str:
+        n = len(self.procs) + i if i < 0 else i
+        return (self.tmp / f"daemon-{n}.log").read_text()
+
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        if not self.db.exists():
+            return []
+        con = sqlite3.connect(self.db, timeout=10)
+        try:
+            return con.execute(sql, args).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            con.close()
+
+    def wait_for(self, cond: Callable[[], bool], timeout: float, what: str) -> None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if cond():
+                return
+            for p in self.procs:
+                if p.poll() is not None and p is self.procs[-1] and p.returncode not in (0,):
+                    raise AssertionError(f"daemon exited {p.returncode} while waiting for "
+                                         f"{what}:\n{self.log()[-3000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}:\n"
+                             f"{self.log()[-3000:]}")
+
+    def stop(self, p: subprocess.Popen[str], sig: int = signal.SIGTERM,
+             timeout: float = 15) -> tuple[int, float]:
+        t0 = time.monotonic()
+        p.send_signal(sig)
+        code = p.wait(timeout)
+        return code, time.monotonic() - t0
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+        self.emu.stop()
+        self.notify.close()
+        for f in self._logs:
+            f.close()

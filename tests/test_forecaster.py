@@ -1,0 +1,329 @@
+"""The forecasters: a contract suite over every model, training guards, checkpoints, devices."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from forecaster import checkpoint
+from forecaster.base import History, NotEnoughData
+from forecaster.baselines import Drift, Naive
+from forecaster.seq2seq import Seq2SeqConfig, Seq2SeqForecaster
+
+STEP = 60_000
+SYMS = ("BTC/USD", "BTC/EUR")
+HORIZONS = [1, 3, 8]
+
+
+def sine_pair(n: int = 1500, noise: float = 0.0, seed: int = 0) -> History:
+    """Two related noiseless (or noisy) price paths on a minute grid."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    usd = 100 * np.exp(0.02 * np.sin(2 * np.pi * t / 40) + noise * rng.standard_normal(n))
+    eur = 90 * np.exp(0.015 * np.sin(2 * np.pi * t / 40 + 0.7) + noise * rng.standard_normal(n))
+    close = np.stack([usd, eur], axis=1)
+    vol = np.full_like(close, 2.0) + np.sin(t / 7)[:, None] + 1.5
+    return History(1_700_000_000_000 - 1_700_000_000_000 % STEP + t * STEP, close, vol, SYMS,
+                   STEP)
+
+
+def small_config(**kw: Any) -> Seq2SeqConfig:
+    base = dict(symbols=SYMS, step_ms=STEP, lookback=32, horizon=8, hidden=16, layers=2,
+                dropout=0.0, patch=4, batch_size=64, initial_steps=120, retrain_steps=20,
+                min_windows=32, learning_rate=3e-3, device="cpu")
+    base.update(kw)
+    return Seq2SeqConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def trained() -> Seq2SeqForecaster:
+    f = Seq2SeqForecaster(small_config())
+    res = f.learn(sine_pair())
+    assert res.accepted, res.reason
+    return f
+
+
+def forecasters(trained: Seq2SeqForecaster) -> list[Any]:
+    return [trained, Naive(lookback=32), Drift(lookback=32)]
+
+
+@pytest.mark.parametrize("which", ["seq2seq", "naive", "drift"])
+def test_contract_every_horizon_finite_for_every_symbol(trained: Seq2SeqForecaster,
+                                                        which: str) -> None:
+    f = {x.name: x for x in forecasters(trained)}[which]
+    h = sine_pair()
+    out = f.forecast(h, HORIZONS)
+    assert {(o.symbol, o.horizon) for o in out} == {(s, k) for s in SYMS for k in HORIZONS}
+    for o in out:
+        assert np.isfinite(o.yhat) and o.yhat > 0
+        assert o.lower is not None and o.upper is not None
+        assert 0 < o.lower <= o.yhat <= o.upper
+    assert isinstance(f.version, str) and f.version
+
+
+@pytest.mark.parametrize("which", ["seq2seq", "naive", "drift"])
+def test_contract_learn_does_not_mutate_its_input(trained: Seq2SeqForecaster, which: str) -> None:
+    f = {x.name: x for x in forecasters(trained)}[which]
+    f = copy.deepcopy(f)
+    h = sine_pair(noise=0.001)
+    before = (h.ts.copy(), h.close.copy(), h.volume.copy())
+    f.learn(h)
+    assert np.array_equal(h.ts, before[0])
+    assert np.array_equal(h.close, before[1]) and np.array_equal(h.volume, before[2])
+
+
+def test_contract_checkpoint_round_trip_gives_identical_forecasts(
+        trained: Seq2SeqForecaster, tmp_path: Path) -> None:
+    path = tmp_path / checkpoint.file_name("seq2seq", trained.version)
+    trained.save(path)
+    other = Seq2SeqForecaster(small_config())
+    other.load(path)
+    assert other.version == trained.version
+    h = sine_pair()
+    assert other.forecast(h, HORIZONS) == trained.forecast(h, HORIZONS)
+
+
+def test_contract_fresh_and_trained_differ(trained: Seq2SeqForecaster) -> None:
+    fresh = Seq2SeqForecaster(small_config())
+    assert not fresh.ready and fresh.version == "untrained"
+    with pytest.raises(NotEnoughData):
+        fresh.forecast(sine_pair(), HORIZONS)
+    barely = Seq2SeqForecaster(small_config())
+    assert barely.learn(sine_pair(), steps=1).accepted
+    a = barely.forecast(sine_pair(), HORIZONS)
+    b = trained.forecast(sine_pair(), HORIZONS)
+    assert a != b and barely.version != trained.version
+
+
+def test_baselines_are_what_they_say(trained: Seq2SeqForecaster) -> None:
+    h = sine_pair()
+    last = h.close[-1]
+    for o in Naive(lookback=32).forecast(h, HORIZONS):
+        assert o.yhat == pytest.approx(last[SYMS.index(o.symbol)])
+    up = History(h.ts, np.exp(np.linspace(0, 1, len(h)))[:, None] * np.ones((1, 2)), h.volume,
+                 SYMS, STEP)
+    d = {(o.symbol, o.horizon): o.yhat for o in Drift(lookback=32).forecast(up, HORIZONS)}
+    step = 1 / (len(h) - 1)
+    assert d[("BTC/USD", 8)] == pytest.approx(up.close[-1, 0] * np.exp(8 * step))
+
+
+def test_noiseless_sine_pair_is_forecast_within_a_small_error(trained: Seq2SeqForecaster) -> None:
+    h = sine_pair(2000)
+    errs = []
+    for end in range(1600, 1990, 7):
+        w = h.upto(int(h.ts[end]))
+        for o in trained.forecast(w, HORIZONS):
+            actual = h.close[end + o.horizon, SYMS.index(o.symbol)]
+            errs.append(abs(np.log(o.yhat / actual)))
+    naive = [abs(np.log(h.close[e + k, s] / h.close[e, s])) for e in range(1600, 1990, 7)
+             for s in range(2) for k in HORIZONS]
+    assert np.mean(errs) < 0.003  # mean absolute log error under 0.3 %
+    assert np.mean(errs) < 0.3 * np.mean(naive)
+
+
+def test_same_data_and_seed_give_the_same_forecasts_on_cpu() -> None:
+    h = sine_pair(900, noise=0.002)
+    a, b = Seq2SeqForecaster(small_config()), Seq2SeqForecaster(small_config())
+    assert a.learn(h).accepted and b.learn(h).accepted
+    assert a.version == b.version
+    assert a.forecast(h, HORIZONS) == b.forecast(h, HORIZONS)
+    c = Seq2SeqForecaster(small_config(seed=1))
+    c.learn(h)
+    assert c.version != a.version
+
+
+def test_warm_start_retrain_is_guarded_by_validation(trained: Seq2SeqForecaster) -> None:
+    f = copy.deepcopy(trained)
+    res = f.learn(sine_pair(1600, noise=0.0005, seed=3))
+    assert res.prev_val_loss is not None and res.val_loss is not None
+    if res.accepted:
+        assert res.val_loss <= res.prev_val_loss
+    else:
+        assert "worse" in res.reason and f.version == trained.version
+
+
+def _weights(f: Seq2SeqForecaster) -> dict[str, torch.Tensor]:
+    assert f.fitted is not None
+    return {k: v.clone() for k, v in f.fitted.net.state_dict().items()}
+
+
+def test_nan_in_a_training_batch_leaves_the_accepted_weights_unchanged(
+        trained: Seq2SeqForecaster, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = copy.deepcopy(trained)
+    before, version = _weights(f), f.version
+    real_batch = Seq2SeqForecaster._batch
+    calls = {"n": 0}
+
+    def poisoned(self: Seq2SeqForecaster, data: Any, pos: np.ndarray) -> Any:
+        x, fut = real_batch(self, data, pos)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            x = x.clone()
+            x[0, 0, 0] = float("nan")
+        return x, fut
+
+    monkeypatch.setattr(Seq2SeqForecaster, "_batch", poisoned)
+    res = f.learn(sine_pair(1500, noise=0.001, seed=5))
+    assert not res.accepted and "non-finite" in res.reason
+    assert f.version == version
+    after = _weights(f)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_an_absurd_learning_rate_is_rejected(trained: Seq2SeqForecaster) -> None:
+    f = copy.deepcopy(trained)
+    f.config = dataclasses.replace(f.config, learning_rate=1e4)
+    before, version = _weights(f), f.version
+    res = f.learn(sine_pair(1500, noise=0.001, seed=6))
+    assert not res.accepted, res.reason
+    assert f.version == version
+    assert all(torch.equal(before[k], v) for k, v in _weights(f).items())
+
+
+def test_too_little_data_is_refused_with_a_reason() -> None:
+    f = Seq2SeqForecaster(small_config())
+    res = f.learn(sine_pair(60))
+    assert not res.accepted and "not enough data" in res.reason and not f.ready
+
+
+def test_a_window_with_a_hole_is_not_forecast_from(trained: Seq2SeqForecaster) -> None:
+    h = sine_pair()
+    close = h.close.copy()
+    close[-5, 1] = np.nan
+    holed = History(h.ts, close, h.volume, SYMS, STEP)
+    with pytest.raises(NotEnoughData, match="hole"):
+        trained.forecast(holed, HORIZONS)
+
+
+def test_stop_request_ends_training_without_accepting(trained: Seq2SeqForecaster) -> None:
+    f = copy.deepcopy(trained)
+    res = f.learn(sine_pair(noise=0.001), should_stop=lambda: True)
+    assert not res.accepted and "stopped" in res.reason and f.version == trained.version
+
+
+# -- checkpoints ---------------------------------------------------------------
+
+def test_checkpoint_of_another_configuration_is_refused_and_the_model_kept(
+        trained: Seq2SeqForecaster, tmp_path: Path) -> None:
+    p = tmp_path / "a.ckpt"
+    trained.save(p)
+    other = Seq2SeqForecaster(small_config(hidden=24))
+    with pytest.raises(checkpoint.CheckpointError, match="another configuration.*hidden"):
+        other.load(p)
+    assert not other.ready
+    keep = copy.deepcopy(trained)
+    wrong = Seq2SeqForecaster(small_config(lookback=40))
+    wrong.learn(sine_pair(), steps=2)
+    q = tmp_path / "b.ckpt"
+    wrong.save(q)
+    with pytest.raises(checkpoint.CheckpointError, match="lookback"):
+        keep.load(q)
+    assert keep.version == trained.version
+
+
+def test_newer_checkpoint_format_is_refused(trained: Seq2SeqForecaster, tmp_path: Path) -> None:
+    p = tmp_path / "new.ckpt"
+    torch.save({"format": checkpoint.FORMAT + 1, "meta": "{}", "state": {}}, p)
+    with pytest.raises(checkpoint.CheckpointError, match="newer"):
+        Seq2SeqForecaster(small_config()).load(p)
+
+
+class _Exploit:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, ("touch /tmp/tickcast-pwned",))
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    marker = Path("/tmp/tickcast-pwned")
+    marker.unlink(missing_ok=True)
+    p = tmp_path / "evil.ckpt"
+    torch.save({"format": 1, "meta": "{}", "state": {"w": torch.zeros(1)}, "x": _Exploit()}, p)
+    with open(p, "rb") as f:  # the file really is a code-running pickle (zip with data.pkl)
+        assert b"system" in f.read()
+    with pytest.raises(checkpoint.CheckpointError, match="refused"):
+        checkpoint.read(p)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_damaged_checkpoints_are_refused(trained: Seq2SeqForecaster, tmp_path: Path,
+                                         damage: str) -> None:
+    p = tmp_path / "d.ckpt"
+    trained.save(p)
+    data = p.read_bytes()
+    p.write_bytes({"truncate": data[: len(data) // 2], "garbage": os.urandom(2000),
+                   "empty": b""}[damage])
+    with pytest.raises(checkpoint.CheckpointError):
+        Seq2SeqForecaster(small_config()).load(p)
+
+
+def test_writes_are_atomic_owner_only_and_temp_files_never_loaded(
+        trained: Seq2SeqForecaster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = tmp_path / "ck" / "m.ckpt"
+    trained.save(p)
+    assert p.stat().st_mode & 0o777 == 0o600
+    good = p.read_bytes()
+
+    def boom(*a: Any, **k: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        trained.save(p)
+    monkeypatch.undo()
+    assert p.read_bytes() == good  # the previous checkpoint is intact
+    assert [x.name for x in p.parent.iterdir()] == ["m.ckpt"]  # no temp debris
+    tmp = p.parent / ".tmp-1-m.ckpt"
+    tmp.write_bytes(good)
+    with pytest.raises(checkpoint.CheckpointError, match="temporary"):
+        checkpoint.read(tmp)
+
+
+def test_only_the_last_k_checkpoints_are_kept(trained: Seq2SeqForecaster, tmp_path: Path) -> None:
+    paths = []
+    for i in range(6):
+        p = tmp_path / f"seq2seq-v{i}.ckpt"
+        trained.save(p)
+        os.utime(p, ns=(i * 10**9, i * 10**9))
+        paths.append(p)
+    removed = checkpoint.prune(tmp_path, "seq2seq", keep=3, protect={paths[0]})
+    assert {p.name for p in removed} == {"seq2seq-v1.ckpt", "seq2seq-v2.ckpt"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "seq2seq-v0.ckpt", "seq2seq-v3.ckpt", "seq2seq-v4.ckpt", "seq2seq-v5.ckpt"]
+
+
+def _devices() -> list[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", _devices())
+def test_the_same_checkpoint_loads_on_every_available_device(
+        trained: Seq2SeqForecaster, tmp_path: Path, device: str) -> None:
+    p = tmp_path / "dev.ckpt"
+    trained.save(p)
+    f = Seq2SeqForecaster(small_config(device=device))
+    f.load(p)
+    assert f.fitted is not None
+    assert next(f.fitted.net.parameters()).device.type == device
+    a = f.forecast(sine_pair(), HORIZONS)
+    b = trained.forecast(sine_pair(), HORIZONS)
+    for x, y in zip(a, b, strict=True):
+        assert x.yhat == pytest.approx(y.yhat, rel=1e-5)
+
+
+def test_cuda_asked_for_without_a_gpu_is_a_clear_error() -> None:
+    from forecaster.device import DeviceError, resolve
+
+    if torch.cuda.is_available():
+        assert resolve("cuda").type == "cuda"
+    else:
+        with pytest.raises(DeviceError, match="no CUDA"):
+            resolve("cuda")
+    assert resolve("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

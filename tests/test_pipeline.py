@@ -1,0 +1,304 @@
+"""The one pipeline: replay without look-ahead, scoring against actuals, resume, accuracy."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from daemon import replay, settings
+from daemon.backfill import backfill_symbol
+from daemon.models import ModelSet
+from daemon.pipeline import Pipeline
+from daemon.source import CcxtSource
+from storage import Store
+from tests.conftest import HOURLY, MINUTE, ROOT, T0, write_config
+from tests.emulator import ExchangeEmulator, load_csv
+
+HOUR = 3_600_000
+SMALL = {"model.lookback": 16, "model.horizons": [1, 3, 6], "model.train_window": 240,
+         "model.retrain_every": 24, "model.initial_steps": 40, "model.retrain_steps": 8,
+         "model.hidden": 8, "model.batch_size": 32, "model.patch": 4, "model.device": "cpu",
+         "model.threads": 1}
+COLS = "model, model_version, exchange, symbol, timeframe, issued_ts, target_ts, horizon, " \
+       "yhat, lower, upper, created_at, actual, error, scored_at"
+
+
+def small_cfg(**kw: Any) -> settings.Settings:
+    return settings.load(None, env={}, overrides={**SMALL, **kw})
+
+
+@pytest.fixture(scope="module")
+def pair() -> dict[str, list[tuple[int, float, float, float, float, float]]]:
+    """700 real hourly candles of both symbols from 2020-01-01."""
+    out = {}
+    for s, p in HOURLY.items():
+        rows = load_csv(p)
+        i = next(k for k, r in enumerate(rows) if r[0] >= 1577836800000)
+        out[s] = rows[i:i + 700]
+    return out
+
+
+def make_input(pair: dict[str, list[Any]], n: int | None = None,
+               drop: dict[str, list[int]] | None = None) -> replay.ReplayInput:
+    series = {}
+    for s, rows in pair.items():
+        arr = np.asarray(rows[:n], dtype=np.float64)
+        if drop and s in drop:
+            arr = np.delete(arr, drop[s], axis=0)
+        series[s] = (arr[:, 0].astype(np.int64), arr[:, 1:].copy())
+    return replay.ReplayInput("bitstamp", "1h", HOUR, series, "test")
+
+
+def rows(db: Path | str, where: str = "1=1") -> list[tuple[Any, ...]]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(f"select {COLS} from forecasts where {where} "
+                           "order by model, symbol, issued_ts, horizon").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory,
+             pair: dict[str, list[Any]]) -> tuple[Path, replay.ReplayResult]:
+    out = tmp_path_factory.mktemp("full") / "full.db"
+    inp = make_input(pair)
+    res = replay.run(small_cfg(), inp, start=pair["BTC/USD"][300][0], end=None, out=str(out),
+                     show_progress=False)
+    return out, res
+
+
+def test_replay_issues_every_model_every_horizon_and_retrains(full_run: tuple[Path, Any],
+                                                             pair: dict[str, list[Any]]) -> None:
+    out, res = full_run
+    assert res.ticks == 400 and res.retrains >= 400 // 24
+    con = sqlite3.connect(out)
+    got = con.execute("select model, symbol, horizon, count(*) from forecasts "
+                      "group by 1, 2, 3").fetchall()
+    assert {(m, s, h) for m, s, h, _ in got} == {
+        (m, s, h) for m in ("seq2seq", "naive", "drift") for s in pair for h in (1, 3, 6)}
+    assert all(n == 400 for *_, n in got)
+    runs = con.execute("select status, count(*) from training_runs group by 1").fetchall()
+    assert dict(runs).get("accepted", 0) >= 1
+    # every seq2seq row names a version that was accepted and has its checkpoint
+    bad = con.execute("select count(*) from forecasts f where model = 'seq2seq' and not exists "
+                      "(select 1 from training_runs t where t.model_version = f.model_version "
+                      "and t.status = 'accepted')").fetchone()[0]
+    assert bad == 0
+    for (ck,) in con.execute("select checkpoint from training_runs where status = 'accepted' "
+                             "order by id desc limit 1"):
+        assert Path(ck).is_file()
+
+
+def test_prefix_property_forecasts_do_not_depend_on_later_data(
+        tmp_path: Path, full_run: tuple[Path, Any], pair: dict[str, list[Any]]) -> None:
+    """Replay on data ending at T equals replay on longer data for every issued_ts <= T."""
+    out_full, _ = full_run
+    n = 520
+    t_cut = pair["BTC/USD"][n - 1][0]
+    out = tmp_path / "cut.db"
+    replay.run(small_cfg(), make_input(pair, n), start=pair["BTC/USD"][300][0], end=None,
+               out=str(out), show_progress=False)
+    where = f"issued_ts <= {t_cut}"
+    cols = "model, model_version, symbol, issued_ts, horizon, yhat, lower, upper, created_at"
+    a = sqlite3.connect(out_full).execute(
+        f"select {cols} from forecasts where {where} order by 1, 3, 4, 5").fetchall()
+    b = sqlite3.connect(out).execute(
+        f"select {cols} from forecasts where {where} order by 1, 3, 4, 5").fetchall()
+    assert len(a) == len(b) == 3 * 2 * 3 * (n - 300)
+    assert a == b
+
+
+def test_scored_rows_carry_the_actual_close_and_never_come_early(
+        full_run: tuple[Path, Any], pair: dict[str, list[Any]]) -> None:
+    out, _ = full_run
+    close = {(s, r[0]): r[4] for s, rs in pair.items() for r in rs}
+    last = pair["BTC/USD"][-1][0]
+    n_scored = 0
+    for (_model, _v, _e, sym, _tf, issued, target, h, yhat, _lo, _hi, created, actual, error,
+         scored_at) in rows(out):
+        assert target == issued + h * HOUR
+        assert created == issued + HOUR  # created at the simulated close of the issue candle
+        if target > last:
+            assert actual is None and error is None and scored_at is None
+            continue
+        n_scored += 1
+        assert actual == close[(sym, target)]
+        assert error == pytest.approx(actual - yhat, abs=1e-9)
+        assert scored_at >= target + HOUR  # not before the target candle closed
+    assert n_scored > 6000
+
+
+def test_a_forecast_whose_target_never_arrives_stays_unscored(tmp_path: Path,
+                                                              pair: dict[str, list[Any]]) -> None:
+    missing = 350
+    inp = make_input(pair, 420, drop={"BTC/EUR": [missing]})
+    out = tmp_path / "hole.db"
+    replay.run(small_cfg(), inp, start=pair["BTC/USD"][330][0], end=None, out=str(out),
+               show_progress=False)
+    t_missing = pair["BTC/EUR"][missing][0]
+    waiting = rows(out, f"symbol = 'BTC/EUR' and target_ts = {t_missing}")
+    assert waiting and all(r[12] is None for r in waiting)
+    others = rows(out, f"symbol = 'BTC/USD' and target_ts = {t_missing}")
+    assert others and all(r[12] is not None for r in others)
+
+
+def test_forecast_accuracy_view_equals_a_plain_python_computation(full_run: tuple[Path, Any]) -> None:
+    out, _ = full_run
+    data = rows(out, "actual is not null")
+    naive = {(r[3], r[5], r[7]): r[13] for r in data if r[0] == "naive"}
+    groups: dict[tuple[str, str, int], list[tuple[Any, ...]]] = defaultdict(list)
+    for r in data:
+        groups[(r[0], r[3], r[7])].append(r)
+    con = sqlite3.connect(out)
+    view = {(m, s, h): (n, mae, rmse, mape, bias, cov, mase) for m, s, h, n, mae, rmse, mape,
+            bias, cov, mase in con.execute(
+                "select model, symbol, horizon, n, mae, rmse, mape, bias, coverage, mase "
+                "from forecast_accuracy")}
+    assert set(view) == set(groups)
+    for key, rs in groups.items():
+        errs = [r[13] for r in rs]
+        n = len(errs)
+        mae = sum(abs(e) for e in errs) / n
+        rmse = math.sqrt(sum(e * e for e in errs) / n)
+        mape = 100 * sum(abs(r[13]) / r[12] for r in rs) / n
+        bias = sum(errs) / n
+        cov_rows = [r for r in rs if r[9] is not None]
+        cov = sum(r[9] <= r[12] <= r[10] for r in cov_rows) / len(cov_rows)
+        paired = [(abs(r[13]), abs(naive[(r[3], r[5], r[7])])) for r in rs]
+        mase = (sum(p[0] for p in paired) / len(paired)) / (sum(p[1] for p in paired) / len(paired))
+        got = view[key]
+        assert got[0] == n
+        for g, w in zip(got[1:], (mae, rmse, mape, bias, cov, mase), strict=True):
+            assert g == pytest.approx(w, rel=1e-9, abs=1e-12), key
+    assert view[("naive", "BTC/USD", 1)][6] == pytest.approx(1.0)
+
+
+def test_report_since_matches_a_filtered_computation(full_run: tuple[Path, Any],
+                                                     pair: dict[str, list[Any]]) -> None:
+    from daemon.report import accuracy
+
+    out, _ = full_run
+    since = pair["BTC/USD"][500][0]
+    got = {(r["model"], r["symbol"], r["horizon"]): r for r in accuracy(Store(str(out)), since)}
+    data = rows(out, f"actual is not null and issued_ts >= {since}")
+    for key in got:
+        errs = [abs(r[13]) for r in data if (r[0], r[3], r[7]) == key]
+        assert got[key]["n"] == len(errs)
+        assert got[key]["mae"] == pytest.approx(sum(errs) / len(errs), rel=1e-9)
+
+
+SCRIPT_CFG = {"model": {"lookback": 16, "horizons": [1, 3, 6], "train_window": 240,
+                        "retrain_every": 24, "initial_steps": 40, "retrain_steps": 8,
+                        "hidden": 8, "batch_size": 32, "patch": 4, "device": "cpu",
+                        "threads": 1}}
+
+
+def _write_data(tmp: Path, pair: dict[str, list[Any]], n: int) -> list[Path]:
+    files = []
+    for s, rs in pair.items():
+        f = tmp / f"bitstamp_{s.replace('/', '-')}_1h_test.csv"
+        f.write_text("ts_ms,open,high,low,close,volume\n" +
+                     "".join(f"{r[0]},{r[1]!r},{r[2]!r},{r[3]!r},{r[4]!r},{r[5]!r}\n"
+                             for r in rs[:n]))
+        files.append(f)
+    return files
+
+
+def test_a_replay_killed_with_sigkill_and_restarted_ends_with_the_same_rows(
+        tmp_path: Path, pair: dict[str, list[Any]]) -> None:
+    files = _write_data(tmp_path, pair, 460)
+    cfg = write_config(tmp_path / "c.toml", SCRIPT_CFG)
+    base = [sys.executable, "-m", "daemon", "--config", str(cfg), "replay", "--data",
+            *map(str, files), "--start", "2020-01-14"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
+    clean = tmp_path / "clean.db"
+    p = subprocess.run([*base, "--out", str(clean)], capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    want = rows(clean)
+    killed = tmp_path / "killed.db"
+    rng = random.Random(11)
+    kills = 0
+    for _ in range(3):
+        proc = subprocess.Popen([*base, "--out", str(killed)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+        time.sleep(rng.uniform(3.0, 6.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 1, "the replay finished before it could be killed; the test proves nothing"
+    p = subprocess.run([*base, "--out", str(killed)], capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    got = rows(killed)
+    assert len(got) == len(set(got))
+    assert got == want
+    con = sqlite3.connect(killed)
+    assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
+    dup = con.execute("select count(*) from (select 1 from forecasts group by model, symbol, "
+                      "issued_ts, horizon having count(*) > 1)").fetchone()[0]
+    assert dup == 0
+
+
+def test_replay_refuses_the_live_store_and_another_replays_store(
+        tmp_path: Path, pair: dict[str, list[Any]]) -> None:
+    from daemon.errors import UsageError
+
+    live = tmp_path / "live.db"
+    with pytest.raises(UsageError, match="live store"):
+        replay.run(small_cfg(), make_input(pair, 400), start=None, end=None, out=str(live),
+                   live_url=f"sqlite:///{live}", show_progress=False)
+    out = tmp_path / "r.db"
+    replay.run(small_cfg(), make_input(pair, 340), start=pair["BTC/USD"][330][0], end=None,
+               out=str(out), show_progress=False)
+    with pytest.raises(UsageError, match="other inputs"):
+        replay.run(small_cfg(), make_input(pair, 350), start=pair["BTC/USD"][330][0], end=None,
+                   out=str(out), show_progress=False)
+
+
+def test_a_window_with_a_hole_is_not_forecast_from_and_resumes_after_backfill(
+        tmp_path: Path, minutes: dict[str, list[Any]], caplog: pytest.LogCaptureFixture) -> None:
+    """Live path with real ccxt: a hole in the window stops seq2seq (logged); backfill heals it."""
+    cfg = small_cfg(**{"exchange.timeframe": "1m"})
+    now = T0 + 1200 * MINUTE + 5_000
+    with ExchangeEmulator({s: list(r) for s, r in minutes.items()}, now_ms=now) as emu:
+        store = Store(str(tmp_path / "live.db"))
+        store.open(now)
+        src = CcxtSource("bitstamp", api_url=emu.base_url, rate_limit=False, max_retries=2,
+                         backoff_max_s=0.01)
+        models = ModelSet(cfg, exchange="bitstamp", symbols=list(minutes), timeframe="1m",
+                          step_ms=MINUTE, ckpt_dir=tmp_path / "ck")
+        pipe = Pipeline(cfg, store, src, models)
+        rep = pipe.tick(now)
+        assert rep.training is not None and rep.training.status == "accepted"
+        assert "seq2seq" in rep.issued
+        # cut a hole into the last lookback window of BTC/EUR, as a lost page would
+        con = sqlite3.connect(store.path)  # type: ignore[arg-type]
+        con.execute("delete from candles where symbol = 'BTC/EUR' and ts between ? and ?",
+                    (now - 10 * MINUTE, now - 8 * MINUTE))
+        con.commit()
+        con.close()
+        emu.advance(MINUTE)
+        caplog.set_level(logging.WARNING)
+        rep = pipe.tick(emu.now_ms())
+        assert "seq2seq" not in rep.issued and "hole" in rep.skipped["seq2seq"]
+        assert "not forecasting" in caplog.text
+        assert {"naive", "drift"} <= set(rep.issued)
+        backfill_symbol(store, src, "BTC/EUR", "1m", MINUTE, None, None, emu.now_ms(), 240)
+        rep = pipe.tick(emu.now_ms())
+        assert rep.issued.get("seq2seq") == emu.now_ms() - emu.now_ms() % MINUTE - MINUTE
