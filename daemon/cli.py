@@ -183,7 +183,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # -- command handlers (each imports its machinery lazily: `--help` stays fast) --
 
+def _stop_during_start_up(signum: int, frame: object) -> None:
+    # Until the daemon installs its own handlers (after torch is imported and the
+    # store opened), SIGTERM just ends the start-up: nothing has been committed yet
+    # that a transaction would not protect.
+    raise SystemExit(errors.EXIT_OK)
+
+
 def _cmd_run(args: argparse.Namespace, cfg: settings.Settings) -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, _stop_during_start_up)
     from .service import run
 
     return run(cfg)

@@ -11,7 +11,7 @@ from typing import Any
 
 from storage import StorageError, Store, candles, dialect
 
-from . import errors
+from . import crashpoints, errors
 from .clock import WallClock, from_spec, iso
 from .settings import Settings
 from .source import CcxtSource, RetryLater
@@ -19,12 +19,15 @@ from .source import CcxtSource, RetryLater
 log = logging.getLogger("tickcast")
 
 
-def open_store(url: str, now_ms: int, *, must_exist: bool = False) -> Store:
+def open_store(url: str, now_ms: int, *, must_exist: bool = False, durable: bool = True,
+               cfg: Settings | None = None) -> Store:
+    """Open (check, migrate) a store with the configured busy timeout."""
     path = dialect.sqlite_path(url)
     if must_exist and path is not None and not path.exists():
         raise StorageError(f"store {path} does not exist (give --db or set storage.url)")
-    store = Store(url)
-    store.open(now_ms)
+    busy = int(cfg["storage.busy_timeout_ms"]) if cfg is not None else None
+    store = Store(url, durable=durable, busy_timeout_ms=busy)
+    store.open(now_ms, on_migration_step=crashpoints.hook("mid-migration"))
     return store
 
 
@@ -52,7 +55,7 @@ def backfill_command(cfg: Settings, since: int | None, until: int | None) -> int
     now = clock.now_ms()
     if since is not None and until is not None and until <= since:
         raise errors.UsageError("--until must be after --since")
-    store = open_store(cfg.storage_url, now)
+    store = open_store(cfg.storage_url, now, cfg=cfg)
     source = make_source(cfg)
     try:
         source.load_markets(cfg.symbols)
@@ -82,7 +85,7 @@ def import_command(cfg: Settings, files: list[str], symbol: str | None, exchange
     from .importer import import_file
 
     now = WallClock().now_ms()
-    store = open_store(cfg.storage_url, now)
+    store = open_store(cfg.storage_url, now, cfg=cfg)
     code = errors.EXIT_OK
     for f in files:
         res = import_file(store, Path(f), symbol=symbol, exchange=exchange, timeframe=timeframe,
@@ -100,7 +103,7 @@ def import_command(cfg: Settings, files: list[str], symbol: str | None, exchange
 def status_data(cfg: Settings, now: int) -> dict[str, Any]:
     from storage import forecasts, runs
 
-    store = open_store(cfg.storage_url, now, must_exist=True)
+    store = open_store(cfg.storage_url, now, must_exist=True, cfg=cfg)
     out: dict[str, Any] = {"store": cfg.storage_url, "now": iso(now), "series": [],
                            "daemon_running": dialect.lock_is_held(cfg.storage_url)}
     with store.read() as conn:
@@ -179,7 +182,8 @@ def replay_command(cfg: Settings, args: Any) -> int:
     db_url = None
     if args.from_db:
         db_url = cfg.storage_url
-        live = open_store(db_url, from_spec(cfg["daemon.clock"]).now_ms(), must_exist=True)
+        live = open_store(db_url, from_spec(cfg["daemon.clock"]).now_ms(), must_exist=True,
+                          cfg=cfg)
         inp = replay.load_db(live, cfg, args.start, args.end)
         live.close()
     elif data:
@@ -196,7 +200,7 @@ def replay_command(cfg: Settings, args: Any) -> int:
               "earlier candles are history", file=sys.stderr)
     out = args.out or replay.default_out(inp, data or None, db_url)
     res = replay.run(cfg, inp, start=start, end=args.end, out=out, live_url=cfg.storage_url)
-    store = open_store(out, 0)
+    store = open_store(out, 0, cfg=cfg)
     rows = accuracy(store, start)
     print(table(rows))
     print(f"\nreplay: {res.ticks} ticks of {inp.timeframe} ({inp.exchange} "
@@ -209,7 +213,7 @@ def report_command(cfg: Settings, since: int | None, plot: str | None, as_json: 
     from .report import accuracy, describe_range, table
     from .report import plot as draw
 
-    store = open_store(cfg.storage_url, 0, must_exist=True)
+    store = open_store(cfg.storage_url, 0, must_exist=True, cfg=cfg)
     rows = accuracy(store, since)
     if plot:
         try:

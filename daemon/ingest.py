@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from storage import Store, candles
 
+from . import crashpoints
 from .clock import iso
 from .source import CandleSource, FetchResult
 
@@ -49,6 +50,7 @@ def store_part(store: Store, exchange: str, symbol: str, timeframe: str, part: F
     with store.write(f"store {symbol} candles") as conn:
         res = candles.insert(conn, exchange, symbol, timeframe, part.rows)
         marked = candles.mark_empty(conn, exchange, symbol, timeframe, part.empty_ts, now_ms)
+    crashpoints.hit("after-candles-commit")
     for stored, incoming in res.conflicts:
         log.warning("conflict: %s %s candle at %s arrived again with different values %s; "
                     "keeping the stored %s", exchange, symbol, iso(stored[0]), incoming[1:],

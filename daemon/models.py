@@ -26,6 +26,7 @@ from forecaster.device import DeviceError
 from forecaster.seq2seq import Candidate, Seq2SeqConfig, Seq2SeqForecaster
 from storage import Store, dialect, runs
 
+from . import crashpoints
 from .clock import monotonic
 from .errors import ConfigError
 from .settings import Settings
@@ -140,7 +141,8 @@ class ModelSet:
             ckpt_path = self.ckpt_dir / checkpoint.file_name(SEQ2SEQ, version)
             try:
                 self.seq2seq.save(ckpt_path, {"exchange": self.exchange,
-                                              "timeframe": self.timeframe}, candidate=candidate)
+                                              "timeframe": self.timeframe}, candidate=candidate,
+                                  before_rename=crashpoints.hook("checkpoint-before-rename"))
             except OSError as e:
                 log.error("cannot write checkpoint %s: %s; keeping model %s", ckpt_path, e, base)
                 res.accepted, status, version = False, "failed", None
@@ -159,6 +161,7 @@ class ModelSet:
                 reason=res.reason[:1000], wall_seconds=wall,
                 checkpoint=str(ckpt_path) if ckpt_path else None,
             )
+        crashpoints.hit("after-training-record")
         if candidate is not None:
             self.seq2seq.adopt(candidate)
             protect = {ckpt_path} if ckpt_path else set()

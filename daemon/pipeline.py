@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from forecaster.base import Forecast, History, NotEnoughData
+from forecaster.base import CannotForecast, Forecast, History
 from storage import ForecastRow, Store, candles, forecasts, runs
 
-from . import history
+from . import crashpoints, history
 from .clock import iso
 from .ingest import IngestStats, poll
 from .models import SEQ2SEQ, ModelSet, TrainOutcome
@@ -74,14 +74,16 @@ class Pipeline:
         rep = TickReport(now_ms)
         self.ingest(now_ms, rep)
         with self.store.write("score forecasts") as conn:
-            rep.scored = forecasts.score(conn, now_ms)
-        newest = self.newest_common()
-        if newest is not None and self.retrain_due(newest):
-            self.retrain(newest, now_ms, rep, trainer)
-        rows = self.forecast(now_ms, rep)
+            rep.scored = forecasts.score(conn, now_ms, self.timeframe, self.step_ms)
+        newest = self.newest(now_ms)
+        common = None if any(v is None for v in newest.values()) else min(newest.values())  # type: ignore[type-var]
+        if common is not None and self.retrain_due(common):
+            self.retrain(common, now_ms, rep, trainer)
+        rows = self.forecast(now_ms, rep, newest)
         if rows:
             with self.store.write("store forecasts") as conn:
                 rep.forecasts = forecasts.insert(conn, rows)
+                crashpoints.hit("before-forecasts-commit")
         return rep
 
     def ingest(self, now_ms: int, rep: TickReport) -> None:
@@ -95,10 +97,20 @@ class Pipeline:
                 log.warning("%s %s: %s", self.exchange, sym, e)
 
     # -- retraining ---------------------------------------------------------------------
-    def newest_common(self) -> int | None:
-        """The newest candle time every symbol has reached (seq2seq issues from it)."""
+    def newest(self, now_ms: int | None = None) -> dict[str, int | None]:
+        """Newest stored candle per symbol; with `now_ms`, only candles closed by then.
+
+        Forecasts are issued only from candles closed at `now`: a store that holds
+        later ones (a resumed replay, a clock set back) is never read ahead of time.
+        """
+        cap = None if now_ms is None else now_ms - now_ms % self.step_ms - self.step_ms
         with self.store.read() as conn:
-            n = [candles.newest_ts(conn, self.exchange, s, self.timeframe) for s in self.symbols]
+            return {s: candles.newest_ts(conn, self.exchange, s, self.timeframe, cap)
+                    for s in self.symbols}
+
+    def newest_common(self, now_ms: int | None = None) -> int | None:
+        """The newest candle time every symbol has reached (seq2seq issues from it)."""
+        n = list(self.newest(now_ms).values())
         return None if any(x is None for x in n) else min(n)  # type: ignore[type-var]
 
     def last_attempt_end(self) -> int | None:
@@ -135,13 +147,32 @@ class Pipeline:
             self._last_attempt_end = newest
 
     # -- forecasting ----------------------------------------------------------------------
-    def forecast(self, now_ms: int, rep: TickReport) -> list[ForecastRow]:
+    def _window(self, joint: History | None, symbols: list[str], end: int) -> History:
+        """The lookback+1 rows ending at `end` for some symbols: sliced from the joint
+        window when it covers them, else read from the store."""
+        n = self.lookback + 1
+        if joint is not None and joint.ts[0] <= end - (n - 1) * self.step_ms:
+            w = joint.upto(end).tail(n)
+            cols = [self.symbols.index(s) for s in symbols]
+            return History(w.ts, w.close[:, cols], w.volume[:, cols], tuple(symbols),
+                           self.step_ms)
+        return history.load(self.store, self.exchange, symbols, self.timeframe, self.step_ms,
+                            end, n, self.max_fill)[0]
+
+    def forecast(self, now_ms: int, rep: TickReport,
+                 newest: dict[str, int | None]) -> list[ForecastRow]:
         """Forecast rows for every model whose newest window is usable."""
         rows: list[ForecastRow] = []
         n = self.lookback + 1
-        with self.store.read() as conn:
-            newest = {s: candles.newest_ts(conn, self.exchange, s, self.timeframe)
-                      for s in self.symbols}
+        present = [t for t in newest.values() if t is not None]
+        joint = None
+        if len(present) == len(self.symbols):
+            # One read serves every model while the symbols are (nearly) in step.
+            lag = (max(present) - min(present)) // self.step_ms
+            if lag <= self.lookback:
+                joint, _ = history.load(self.store, self.exchange, self.symbols,
+                                        self.timeframe, self.step_ms, max(present), n + lag,
+                                        self.max_fill)
         for sym in self.symbols:
             end = newest[sym]
             if end is None:
@@ -149,35 +180,33 @@ class Pipeline:
             todo = [m for m in self.models.baselines if self._issued.get((m.name, sym), -1) < end]
             if not todo:
                 continue
-            win, _ = history.load(self.store, self.exchange, [sym], self.timeframe, self.step_ms,
-                                  end, n, self.max_fill)
+            win = self._window(joint, [sym], end)
             for model in todo:
                 try:
                     out = model.forecast(win, self.horizons)
-                except NotEnoughData as e:
+                except CannotForecast as e:
                     rep.skipped[model.name] = str(e)
                     continue
                 rows.extend(self._rows(model.name, model.version, end, out, now_ms))
                 rep.issued[model.name] = end
                 self._issued[(model.name, sym)] = end
         s2s = self.models.seq2seq
-        common = None if any(v is None for v in newest.values()) else min(newest.values())  # type: ignore[type-var]
+        common = min(present) if len(present) == len(self.symbols) else None
         if not s2s.ready:
             rep.skipped[SEQ2SEQ] = "no trained model yet"
         elif common is not None and self._issued.get((SEQ2SEQ, ""), -1) < common:
-            win, _ = history.load(self.store, self.exchange, self.symbols, self.timeframe,
-                                  self.step_ms, common, n, self.max_fill)
+            win = self._window(joint, self.symbols, common)
             try:
                 out = s2s.forecast(win, self.horizons)
                 rows.extend(self._rows(SEQ2SEQ, s2s.version, common, out, now_ms))
                 rep.issued[SEQ2SEQ] = common
                 self._issued[(SEQ2SEQ, "")] = common
                 self._hole_logged = None
-            except NotEnoughData as e:
+            except CannotForecast as e:
                 rep.skipped[SEQ2SEQ] = str(e)
                 if self._hole_logged is None:
-                    log.warning("seq2seq: not forecasting from %s: %s (baselines continue; "
-                                "backfill repairs holes)", iso(common), e)
+                    log.warning("seq2seq: not forecasting from %s: %s (the baselines go on)",
+                                iso(common), e)
                     self._hole_logged = common
         return rows
 

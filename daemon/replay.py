@@ -25,6 +25,7 @@ from storage import Store, candles, dialect, forecasts, runs
 
 from . import datafiles, timeframes
 from .clock import iso, monotonic
+from .commands import open_store
 from .errors import DataError, UsageError
 from .importer import resolve_identity
 from .models import ModelSet
@@ -169,7 +170,8 @@ class ReplayResult:
 def run(cfg: Settings, inp: ReplayInput, *, start: int | None, end: int | None, out: str,
         live_url: str | None = None, show_progress: bool = True,
         stop: threading.Event | None = None,
-        on_tick: Callable[[TickReport], None] | None = None) -> ReplayResult:
+        on_tick: Callable[[TickReport], None] | None = None,
+        ckpt_dir: Path | None = None) -> ReplayResult:
     step = inp.step_ms
     first_possible = inp.first_ts()
     start = first_possible if start is None else start
@@ -181,9 +183,10 @@ def run(cfg: Settings, inp: ReplayInput, *, start: int | None, end: int | None, 
     out_path = dialect.sqlite_path(dialect.normalise_url(out))
     if live_url is not None and out_path is not None and out_path == dialect.sqlite_path(live_url):
         raise UsageError("--out is the live store; replay writes to its own store")
-    store = Store(out, durable=False)
-    store.open(start)
-    key = json.dumps({"inputs": inp.fingerprint(), "start": start, "end": stop_at,
+    store = open_store(out, start, durable=False, cfg=cfg)
+    # --end is not part of the key: by the prefix property, a longer replay of the same
+    # inputs only adds ticks, so extending one is a resume too.
+    key = json.dumps({"inputs": inp.fingerprint(), "start": start,
                       "model": {k: v for k, v in cfg.values.items() if k.startswith("model.")
                                 and k not in ("model.device", "model.threads",
                                               "model.checkpoint_dir")}},
@@ -203,7 +206,9 @@ def run(cfg: Settings, inp: ReplayInput, *, start: int | None, end: int | None, 
     res = ReplayResult(out=out, resumed_from=done)
     if done is not None:
         log.info("resuming the replay in %s at %s", out, iso(resume))
-    ckpt = out_path.with_name(out_path.name + ".checkpoints") if out_path else Path(out + ".ckpt")
+    # Never the live model's folder: a backtest must not touch the daemon's checkpoints.
+    ckpt = ckpt_dir or (out_path.with_name(out_path.name + ".checkpoints") if out_path
+                        else Path(out + ".checkpoints"))
     models = ModelSet(cfg, exchange=inp.exchange, symbols=inp.symbols, timeframe=inp.timeframe,
                       step_ms=step, ckpt_dir=ckpt)
     models.load_current(store)

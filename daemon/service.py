@@ -26,11 +26,11 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from forecaster.base import History
-from storage import SchemaTooNew, StorageError, Store, StoreBusy, StoreCorrupt, dialect, forecasts
+from storage import SchemaTooNew, StorageError, StoreBusy, StoreCorrupt, dialect, forecasts
 
 from . import errors
 from .clock import Clock, ScaledClock, from_spec, iso, monotonic
-from .commands import history_candles, make_source
+from .commands import history_candles, make_source, open_store
 from .models import ModelSet, checkpoint_dir
 from .notify import Notifier
 from .pipeline import Pipeline, TickReport
@@ -71,8 +71,7 @@ class Daemon:
         url = self.cfg.storage_url
         self.lock = dialect.acquire_instance_lock(url)
         now = self.clock.now_ms()
-        self.store = Store(url)
-        self.store.open(now)
+        self.store = open_store(url, now, cfg=self.cfg)
         threads = int(self.cfg["model.threads"]) or max(1, (os.cpu_count() or 2) - 1)
         # Leave a core to the tick: training must not starve polling on a small box.
         torch.set_num_threads(threads)
@@ -97,10 +96,14 @@ class Daemon:
         self.tick_done.clear()
         self.tick_started = monotonic()
         try:
+            training = self.models.training
             rep = self.pipeline.tick(self.clock.now_ms(), trainer=self.submit_training)
             self.ticks += 1
             self.last_report = rep
             self.last_progress = monotonic()
+            log.debug("tick %d done in %.1f ms%s", self.ticks,
+                      (self.last_progress - self.tick_started) * 1000,
+                      " (training running)" if training and self.models.training else "")
             self.notifier.status(self.status_line(rep))
         except Stopping:
             pass

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+RATE_LIMIT_MIN_S = 2.0
+RATE_LIMIT_MAX_S = 120.0
+
+
 class RetryLater(TemporaryFailure):
     """The exchange cannot answer properly now; the next tick resumes from the store."""
 
@@ -151,8 +155,23 @@ class CcxtSource:
         # Longest time one call may spend retrying (None: only max_retries bounds it).
         # The daemon sets it below the tick interval so an outage cannot stall ticks.
         self.call_budget_s: float | None = None
+        # After a rate-limit answer nobody asks the exchange anything until this time
+        # (monotonic); consecutive limits double the pause up to RATE_LIMIT_MAX_S.
+        self._cooldown_until = 0.0
+        self._cooldown_s = 0.0
 
     # -- error translation -------------------------------------------------
+    def _cool_down(self, what: str, t0: float) -> None:
+        """Wait out a rate-limit pause, or give up the call if it outlasts the budget."""
+        remaining = self._cooldown_until - monotonic()
+        if remaining <= 0:
+            return
+        if self.call_budget_s is not None and monotonic() - t0 + remaining > self.call_budget_s:
+            raise RetryLater(f"{what}: rate-limited by {self.exchange}; not asking again for "
+                             f"{remaining:.0f}s")
+        if self.stop.wait(remaining):
+            raise Stopping()
+
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one ccxt call with capped exponential backoff on temporary faults."""
         delay = 0.5
@@ -161,15 +180,25 @@ class CcxtSource:
         for attempt in range(self.max_retries + 1):
             if self.stop.is_set():
                 raise Stopping()
+            self._cool_down(what, t0)
             try:
                 self.requests += 1
-                return fn()
+                out = fn()
+                self._cooldown_s = 0.0
+                return out
             except (ccxt.BadSymbol, ccxt.AuthenticationError, ccxt.AccountSuspended,
                     ccxt.NotSupported) as e:
                 raise ConfigError(f"exchange {self.exchange}: {what} refused: {e}") from e
             except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as e:
-                # The exchange asked us to slow down: never retry quickly.
-                last, delay = e, max(delay, 5.0)
+                # The exchange asked us to slow down: a pause shared by every call (both
+                # symbols, the next ticks), doubling while the limits keep coming.
+                last = e
+                self._cooldown_s = min(RATE_LIMIT_MAX_S, max(RATE_LIMIT_MIN_S,
+                                                             2 * self._cooldown_s))
+                self._cooldown_until = monotonic() + self._cooldown_s
+                log.warning("%s: rate-limited (%s); pausing all requests for %.0fs", what,
+                            type(e).__name__, self._cooldown_s)
+                continue
             except (ccxt.NetworkError, ccxt.BadResponse) as e:
                 last = e
             except ccxt.BadRequest as e:

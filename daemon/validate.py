@@ -16,6 +16,7 @@ Row = tuple[int, float, float, float, float, float]
 # Timestamps below this are almost certainly seconds, not milliseconds
 # (1e11 ms is 1973; 1e11 s is the year 5138).
 SECONDS_THRESHOLD = 100_000_000_000
+MAX_TS = 10**15  # the year 33658: anything later is garbage, and must not overflow int64
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,10 @@ def check(
 
     o, h, lo, c, v = (ohlcv[:, i] for i in range(5))
     flag(~np.isfinite(ts), "ts_ms is missing or not a number")
-    ts_int = np.where(np.isfinite(ts), ts, 0).astype(np.int64)
-    flag(ts != np.floor(np.where(np.isfinite(ts), ts, 0)), "ts_ms is not a whole number")
+    flag(np.isfinite(ts) & (np.abs(ts) > MAX_TS), "ts_ms is implausibly large")
+    usable = np.isfinite(ts) & (np.abs(ts) <= MAX_TS)
+    ts_int = np.where(usable, ts, 0).astype(np.int64)
+    flag(usable & (ts != np.floor(np.where(usable, ts, 0))), "ts_ms is not a whole number")
     flag(ts_int < 0, "ts_ms is negative")
     flag((ts_int > 0) & (ts_int < SECONDS_THRESHOLD),
          "ts_ms looks like seconds, not milliseconds")

@@ -96,5 +96,13 @@ class Forecaster(Protocol):
         ...
 
 
-class NotEnoughData(ValueError):
+class CannotForecast(ValueError):
+    """No forecast from this window; the caller goes on with the other models."""
+
+
+class NotEnoughData(CannotForecast):
     """The window is too short or has missing candles where the model needs them."""
+
+
+class UnusableOutput(CannotForecast):
+    """The model produced non-finite or implausible numbers; nothing is stored."""

@@ -10,6 +10,7 @@ Neither learns anything: their windows are their whole state.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -53,8 +54,11 @@ class _Baseline:
 
     def forecast(self, window: History, horizons: list[int]) -> list[Forecast]:
         last, r = self._window(window)
-        sigma = np.sqrt(np.nanmean(r * r, axis=0)) if len(r) else np.full(len(last), np.nan)
-        mu = self._drift(r)
+        with warnings.catch_warnings():
+            # A window without a single complete return gives NaN: no band, see below.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sigma = np.sqrt(np.nanmean(r * r, axis=0)) if len(r) else np.full(len(last), np.nan)
+            mu = self._drift(r)
         out = []
         for s, sym in enumerate(window.symbols):
             for h in horizons:

@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,13 @@ class CheckpointError(Exception):
     """This checkpoint cannot be used: keep the current model and say why."""
 
 
-def write(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Atomically write weights + metadata, owner-only."""
+def write(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any],
+          before_rename: Callable[[], None] | None = None) -> None:
+    """Atomically write weights + metadata, owner-only.
+
+    `before_rename` runs after the temp file is complete and synced, before it
+    replaces `path` (crash-point tests use it).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     payload = {
@@ -44,9 +50,21 @@ def write(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> N
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
-    except BaseException:
+    except OSError:
         tmp.unlink(missing_ok=True)
+        raise
+    except RuntimeError as e:
+        # torch's zip writer reports a failed write (disk full, file too large) as a
+        # RuntimeError; surface the OS error underneath, which callers handle.
+        tmp.unlink(missing_ok=True)
+        cause = e.__context__
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if isinstance(cause, OSError):
+            raise OSError(cause.errno, f"cannot write checkpoint {path}: {cause.strerror}") from e
         raise
     dfd = os.open(path.parent, os.O_RDONLY)
     try:

@@ -8,6 +8,7 @@ model output of 0 means "no change", exactly the naive forecast.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,13 +31,16 @@ class Scaler:
         >>> s.mean.round(3).tolist(), s.std.round(3).tolist(), s.sigma.round(3).tolist()
         ([0.0, 3.0], [0.01, 1.633], [0.01])
         """
-        mean = np.nanmean(feats, axis=0)
-        std = np.nanstd(feats, axis=0)
+        with warnings.catch_warnings():
+            # An all-NaN column (no usable return yet) is handled just below.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(feats, axis=0)
+            std = np.nanstd(feats, axis=0)
+            r = feats[:, :n_symbols]
+            sigma = np.sqrt(np.nanmean(r * r, axis=0))
         # A constant feature (e.g. zero volume everywhere) gets unit scale, not a division by 0.
         mean = np.where(np.isfinite(mean), mean, 0.0)
         std = np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
-        r = feats[:, :n_symbols]
-        sigma = np.sqrt(np.nanmean(r * r, axis=0))
         sigma = np.where(np.isfinite(sigma) & (sigma > 1e-12), sigma, 1e-4)
         return cls(mean, std, sigma)
 

@@ -27,12 +27,15 @@ import numpy as np
 import torch
 
 from . import checkpoint, windows
-from .base import Forecast, History, LearnResult, NotEnoughData
+from .base import Forecast, History, LearnResult, NotEnoughData, UnusableOutput
 from .device import describe, resolve
 from .model import Seq2Seq, pinball
 from .scaling import Scaler
 
 SHRINK_GRID = np.linspace(0.0, 1.0, 21)
+SKILL_Z = 1.0  # standard errors by which the model must beat the last close on validation
+# A forecast of more than e^3 (20x) up or down within the horizon is a broken model, not a view.
+MAX_LOG_MOVE = 3.0
 COVERAGE = 0.8
 
 
@@ -50,7 +53,7 @@ class Seq2SeqConfig:
     learning_rate: float = 1e-3
     batch_size: int = 128
     initial_steps: int = 300
-    retrain_steps: int = 30
+    retrain_steps: int = 20
     max_val_windows: int = 512
     val_fraction: float = 0.2
     min_windows: int = 64
@@ -73,7 +76,7 @@ class Fitted:
     net: Seq2Seq
     scaler: Scaler
     alpha: np.ndarray  # (H, S) shrink of the median log return
-    widen: np.ndarray  # (H, S) conformal adjustment of the band, log-return units
+    widen: np.ndarray  # (H, S) conformal adjustment of the band, in band widths
     version: str
     data_start_ts: int
     data_end_ts: int
@@ -172,7 +175,14 @@ class Seq2SeqForecaster:
         val_loss = float(pinball(val_pred, y_val))
         res.val_loss = val_loss
         if not math.isfinite(val_loss):
-            res.reason = "validation loss is not finite"
+            res.reason = "rejected: validation loss is not finite"
+            return res
+        # A floor every model must clear: the loss of forecasting "no change" with a
+        # zero-width band. A net that diverged yet stayed finite does not.
+        floor = float(pinball(torch.zeros_like(val_pred), y_val))
+        if val_loss > floor:
+            res.reason = (f"rejected: validation {val_loss:.5f} worse than forecasting no "
+                          f"change ({floor:.5f})")
             return res
         if warm:
             assert current is not None
@@ -230,8 +240,14 @@ class Seq2SeqForecaster:
             q = fitted.net(x, fut).double().cpu().numpy()
         r = fitted.scaler.unscale_targets(q)  # (B, H, S, 3) cumulative log returns
         med = r[..., 1] * fitted.alpha[None]
-        lo = np.minimum(r[..., 0] - fitted.widen[None], med)
-        hi = np.maximum(r[..., 2] + fitted.widen[None], med)
+        width = r[..., 2] - r[..., 0]
+        lo = np.minimum(r[..., 0] - fitted.widen[None] * width, med)
+        hi = np.maximum(r[..., 2] + fitted.widen[None] * width, med)
+        k = np.asarray(horizons) - 1
+        used = np.stack([lo[:, k], med[:, k], hi[:, k]])
+        if not np.all(np.isfinite(used)) or np.max(np.abs(used)) > MAX_LOG_MOVE:
+            raise UnusableOutput(f"model {fitted.version} produced non-finite or implausible "
+                                 "returns; not forecasting with it")
         out: list[list[Forecast]] = []
         for b in range(len(wins)):
             rows = []
@@ -246,7 +262,8 @@ class Seq2SeqForecaster:
 
     # -- checkpoints -------------------------------------------------------------
     def save(self, path: Path, extra_meta: dict[str, Any] | None = None,
-             candidate: Candidate | None = None) -> None:
+             candidate: Candidate | None = None,
+             before_rename: Callable[[], None] | None = None) -> None:
         """Write the current model (or a not yet adopted candidate) as a checkpoint."""
         f = candidate.fitted if candidate is not None else self._fitted
         if f is None:
@@ -259,7 +276,7 @@ class Seq2SeqForecaster:
             "data_start_ts": f.data_start_ts, "data_end_ts": f.data_end_ts,
             "val_loss": f.val_loss, **(extra_meta or {}),
         }
-        checkpoint.write(path, f.net.state_dict(), meta)
+        checkpoint.write(path, f.net.state_dict(), meta, before_rename=before_rename)
 
     def load(self, path: Path) -> None:
         """Install the model from a checkpoint; CheckpointError leaves the current one."""
@@ -382,20 +399,37 @@ class Seq2SeqForecaster:
 
 
 def _calibrate(pred: np.ndarray, y: np.ndarray, scaler: Scaler) -> tuple[np.ndarray, np.ndarray]:
-    """Shrink factors and conformal widening from validation predictions (scaled units in)."""
+    """Shrink factors and conformal widening from validation predictions (scaled units in).
+
+    Shrink: per horizon and symbol, the factor on the median return that minimises the
+    validation MAE, kept only if it beats 0 (the naive forecast) by more than one
+    standard error; overlapping windows are counted as about one independent sample
+    per horizon length. Without evidence of skill the model forecasts the last close.
+
+    Widening: conformalised quantile regression with scores measured in units of the
+    model's own band width, so a band that follows recent volatility keeps doing so;
+    per horizon, pooled over symbols (a few hundred overlapping windows hold few
+    independent samples). The result is a multiple of the band width, >= -0.45 so a
+    band is never inverted.
+    """
     r = scaler.unscale_targets(pred.astype(np.float64))  # (v, H, S, 3)
     yr = scaler.unscale_targets(y.astype(np.float64))  # (v, H, S)
     med = r[..., 1]
-    # MAE of alpha * median for each alpha on the grid: (A, H, S)
-    err = np.abs(yr[None] - SHRINK_GRID[:, None, None, None] * med[None]).mean(axis=1)
-    alpha = SHRINK_GRID[np.argmin(err, axis=0)]
-    # Conformalised quantile regression: widen (or narrow) the band by the
-    # quantile of how far outside it the validation targets fell.
-    score = np.maximum(r[..., 0] - yr, yr - r[..., 2])  # (v, H, S)
-    n = score.shape[0]
+    v, horizon, _ = yr.shape
+    errs = np.abs(yr[None] - SHRINK_GRID[:, None, None, None] * med[None])  # (A, v, H, S)
+    best = np.argmin(errs.mean(axis=1), axis=0)  # (H, S)
+    chosen = np.take_along_axis(errs, best[None, None], axis=0)[0]  # (v, H, S)
+    gain = chosen - np.abs(yr)  # negative where shrunk forecasts beat the last close
+    n_eff = np.maximum(2.0, v / np.arange(1, horizon + 1, dtype=np.float64))[:, None]
+    se = gain.std(axis=0, ddof=1) / np.sqrt(n_eff)
+    alpha = np.where(gain.mean(axis=0) + SKILL_Z * se < 0, SHRINK_GRID[best], 0.0)
+    width = np.maximum(r[..., 2] - r[..., 0], 1e-12)
+    score = np.maximum(r[..., 0] - yr, yr - r[..., 2]) / width  # (v, H, S)
+    pooled = np.moveaxis(score, 1, 0).reshape(horizon, -1)  # (H, v * S)
+    n = pooled.shape[1]
     level = min(1.0, COVERAGE * (n + 1) / n)
-    widen = np.quantile(score, level, axis=0)
-    return alpha, widen
+    widen = np.maximum(np.quantile(pooled, level, axis=1), -0.45)  # (H,)
+    return alpha, np.repeat(widen[:, None], yr.shape[2], axis=1)
 
 
 def _seed(base: int, end_ts: int) -> int:

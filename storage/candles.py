@@ -84,9 +84,12 @@ def insert_columns(
     return result
 
 
-def newest_ts(conn: Connection, exchange: str, symbol: str, timeframe: str) -> int | None:
-    v = conn.execute(select(func.max(candles.c.ts)).where(_series(exchange, symbol, timeframe)))
-    out = v.scalar()
+def newest_ts(conn: Connection, exchange: str, symbol: str, timeframe: str,
+              at_or_before: int | None = None) -> int | None:
+    q = select(func.max(candles.c.ts)).where(_series(exchange, symbol, timeframe))
+    if at_or_before is not None:
+        q = q.where(candles.c.ts <= at_or_before)
+    out = conn.execute(q).scalar()
     return None if out is None else int(out)
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.sql import Insert
 from .errors import StorageError, StoreBusy
 
 BUSY_TIMEOUT_MS = 10_000
+WAL_SIZE_LIMIT = 4 * 1024 * 1024
 
 
 def normalise_url(url_or_path: str) -> str:
@@ -46,7 +47,8 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database)
 
 
-def create(url: str, *, read_only: bool = False, durable: bool = True) -> Engine:
+def create(url: str, *, read_only: bool = False, durable: bool = True,
+           busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
     """Create an engine with the project's SQLite settings applied on every connection.
 
     `durable` False trades the fsync of each commit for speed (replay stores): WAL
@@ -72,14 +74,14 @@ def create(url: str, *, read_only: bool = False, durable: bool = True) -> Engine
             # Owner-only from the first byte: the store may hold a user's history.
             fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
             os.close(fd)
-    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         # Let SQLAlchemy's begin event emit BEGIN itself (see _on_begin).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         cur.execute("PRAGMA foreign_keys = ON")
         if path is not None:
             mode = cur.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -89,6 +91,9 @@ def create(url: str, *, read_only: bool = False, durable: bool = True) -> Engine
             # FULL: a commit survives power loss, not just a process crash; the
             # daemon commits a handful of times a minute, so the fsync is cheap.
             cur.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            # Once a checkpoint resets the WAL, shrink the file back: a reader that held
+            # it open for hours must not leave a giant WAL behind.
+            cur.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         cur.close()
 
     @event.listens_for(engine, "begin")

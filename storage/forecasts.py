@@ -36,11 +36,15 @@ def insert(conn: Connection, rows: Sequence[ForecastRow]) -> int:
     return max(cur.rowcount or 0, 0)
 
 
-def score(conn: Connection, now_ms: int) -> int:
+def score(conn: Connection, now_ms: int, timeframe: str | None = None,
+          step_ms: int | None = None) -> int:
     """Fill actual, error and scored_at of every forecast whose target candle is stored.
 
     One correlated UPDATE, portable SQL: the target candle is looked up by the
-    forecast's own exchange, symbol, timeframe and target_ts.
+    forecast's own exchange, symbol, timeframe and target_ts. With `timeframe` and
+    `step_ms`, only forecasts of that timeframe whose target candle has closed by
+    `now_ms` are scored: a store that already holds later candles (a resumed replay,
+    a clock set back) is scored exactly as time reaches them.
     """
     target_close = (
         select(candles.c.close)
@@ -57,6 +61,9 @@ def score(conn: Connection, now_ms: int) -> int:
         .where(forecasts.c.actual.is_(None), target_close.is_not(None))
         .values(actual=target_close, error=target_close - forecasts.c.yhat, scored_at=now_ms)
     )
+    if timeframe is not None and step_ms is not None:
+        stmt = stmt.where(forecasts.c.timeframe == timeframe,
+                          forecasts.c.target_ts <= now_ms - step_ms)
     return max(conn.execute(stmt).rowcount or 0, 0)
 
 

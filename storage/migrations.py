@@ -1,10 +1,10 @@
 """Versioned schema migrations.
 
-A brand-new store is created at the latest version in one transaction. An older
-store is brought forward one step at a time, each step in its own transaction
-together with its row in ``schema_version``, so a crash mid-migration leaves the
-store at the previous version, never half-way. A store newer than this code is
-refused: guessing at a future schema is how data gets corrupted.
+Every store, a brand-new one too, goes through the steps in order, each in its
+own transaction together with its row in ``schema_version``: a crash
+mid-migration leaves the store at the previous version, never half-way. A store
+newer than this code is refused: guessing at a future schema is how data gets
+corrupted.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, insert, inspect, select
 from sqlalchemy.engine import Connection
 
 from .errors import SchemaTooNew
-from .schema import metadata, schema_version
+from .schema import schema_version
 from .views import accuracy_sql, forecast_errors_sql
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,106 @@ class Migration:
     apply: Callable[[Connection], None]
 
 
+# Version 1 exactly as it shipped. Frozen as text: later changes to schema.py must
+# arrive as new steps, never by editing this.
+_V1_DDL = [
+    """CREATE TABLE candles (
+    exchange VARCHAR(32) NOT NULL,
+    symbol VARCHAR(32) NOT NULL,
+    timeframe VARCHAR(8) NOT NULL,
+    ts BIGINT NOT NULL,
+    open FLOAT NOT NULL,
+    high FLOAT NOT NULL,
+    low FLOAT NOT NULL,
+    close FLOAT NOT NULL,
+    volume FLOAT NOT NULL,
+    CONSTRAINT candles_pk PRIMARY KEY (exchange, symbol, timeframe, ts),
+    CONSTRAINT candles_open_finite_positive CHECK (open > 0 AND open < 1e300),
+    CONSTRAINT candles_high_finite_positive CHECK (high > 0 AND high < 1e300),
+    CONSTRAINT candles_low_finite_positive CHECK (low > 0 AND low < 1e300),
+    CONSTRAINT candles_close_finite_positive CHECK (close > 0 AND close < 1e300),
+    CONSTRAINT candles_high_ge_low CHECK (high >= low),
+    CONSTRAINT candles_open_close_in_range
+        CHECK (low <= open AND open <= high AND low <= close AND close <= high),
+    CONSTRAINT candles_volume_finite CHECK (volume >= 0 AND volume < 1e300),
+    CONSTRAINT candles_ts_nonneg CHECK (ts >= 0)
+) WITHOUT ROWID""",
+    """CREATE TABLE empty_candles (
+    exchange VARCHAR(32) NOT NULL,
+    symbol VARCHAR(32) NOT NULL,
+    timeframe VARCHAR(8) NOT NULL,
+    ts BIGINT NOT NULL,
+    checked_at BIGINT NOT NULL,
+    CONSTRAINT empty_candles_pk PRIMARY KEY (exchange, symbol, timeframe, ts)
+) WITHOUT ROWID""",
+    """CREATE TABLE forecasts (
+    id INTEGER NOT NULL,
+    model VARCHAR(32) NOT NULL,
+    model_version VARCHAR(64) NOT NULL,
+    exchange VARCHAR(32) NOT NULL,
+    symbol VARCHAR(32) NOT NULL,
+    timeframe VARCHAR(8) NOT NULL,
+    issued_ts BIGINT NOT NULL,
+    target_ts BIGINT NOT NULL,
+    horizon INTEGER NOT NULL,
+    yhat FLOAT NOT NULL,
+    lower FLOAT,
+    upper FLOAT,
+    created_at BIGINT NOT NULL,
+    actual FLOAT,
+    error FLOAT,
+    scored_at BIGINT,
+    PRIMARY KEY (id),
+    CONSTRAINT forecasts_key UNIQUE (model, exchange, symbol, timeframe, issued_ts, horizon),
+    CONSTRAINT forecasts_horizon_positive CHECK (horizon > 0),
+    CONSTRAINT forecasts_target_after_issue CHECK (target_ts > issued_ts),
+    CONSTRAINT forecasts_yhat_finite_positive CHECK (yhat > 0 AND yhat < 1e300),
+    CONSTRAINT forecasts_interval_ordered CHECK ((lower IS NULL AND upper IS NULL) OR
+        (lower > 0 AND upper < 1e300 AND lower <= yhat AND yhat <= upper)),
+    CONSTRAINT forecasts_scored_consistently CHECK (
+        (actual IS NULL AND error IS NULL AND scored_at IS NULL) OR
+        (actual > 0 AND actual < 1e300 AND error IS NOT NULL AND scored_at IS NOT NULL))
+)""",
+    "CREATE INDEX forecasts_unscored ON forecasts (exchange, symbol, timeframe, target_ts) "
+    "WHERE actual IS NULL",
+    "CREATE INDEX forecasts_issued ON forecasts (issued_ts)",
+    """CREATE TABLE schema_version (
+    version INTEGER NOT NULL,
+    applied_at BIGINT NOT NULL,
+    description TEXT NOT NULL,
+    PRIMARY KEY (version)
+)""",
+    """CREATE TABLE store_meta (
+    "key" VARCHAR(64) NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY ("key")
+)""",
+    """CREATE TABLE training_runs (
+    id INTEGER NOT NULL,
+    model VARCHAR(32) NOT NULL,
+    model_version VARCHAR(64),
+    started_at BIGINT NOT NULL,
+    finished_at BIGINT,
+    device VARCHAR(16),
+    n_windows INTEGER,
+    train_loss FLOAT,
+    val_loss FLOAT,
+    status VARCHAR(16) NOT NULL,
+    exchange VARCHAR(32),
+    timeframe VARCHAR(8),
+    data_start_ts BIGINT,
+    data_end_ts BIGINT,
+    base_version VARCHAR(64),
+    prev_val_loss FLOAT,
+    reason TEXT,
+    wall_seconds FLOAT,
+    checkpoint TEXT,
+    PRIMARY KEY (id),
+    CONSTRAINT training_runs_status CHECK (status IN ('running', 'accepted', 'rejected', 'failed'))
+)""",
+]
+
+
 def _create_views(conn: Connection) -> None:
     conn.exec_driver_sql("DROP VIEW IF EXISTS forecast_errors")
     conn.exec_driver_sql("DROP VIEW IF EXISTS forecast_accuracy")
@@ -38,15 +138,22 @@ def _create_views(conn: Connection) -> None:
 
 
 def _v1(conn: Connection) -> None:
-    metadata.create_all(conn)
+    for ddl in _V1_DDL:
+        conn.exec_driver_sql(ddl)
     _create_views(conn)
+
+
+def _v2(conn: Connection) -> None:
+    conn.exec_driver_sql("CREATE INDEX forecasts_target ON forecasts (target_ts)")
 
 
 # Append new steps here; never edit a step that has shipped.
 MIGRATIONS: list[Migration] = [
     Migration(1, "candles, empty_candles, forecasts, training_runs, views", _v1),
+    Migration(2, "index forecasts by target time (recent-error queries)", _v2),
 ]
 LATEST = MIGRATIONS[-1].version
+
 
 def current_version(conn: Connection) -> int:
     """0 for an empty database, else the highest applied version."""
@@ -56,8 +163,14 @@ def current_version(conn: Connection) -> int:
     return int(v or 0)
 
 
-def migrate(engine: Engine, *, now_ms: int) -> int:
-    """Bring the store to LATEST; returns the version it is at. Raises SchemaTooNew."""
+def migrate(engine: Engine, *, now_ms: int, target: int | None = None,
+            on_step: Callable[[int], None] | None = None) -> int:
+    """Bring the store to LATEST (or `target`); returns its version. Raises SchemaTooNew.
+
+    `on_step(version)` runs inside each step's transaction after its DDL, before the
+    commit (crash-point tests use it).
+    """
+    target = LATEST if target is None else target
     with engine.connect() as conn:
         with conn.begin():
             found = current_version(conn)
@@ -66,14 +179,9 @@ def migrate(engine: Engine, *, now_ms: int) -> int:
             f"store schema version {found} is newer than this tickcast understands ({LATEST}); "
             "upgrade tickcast or use a backup made by this version"
         )
-    if found == LATEST:
+    if found >= target:
         return found
-    if found == 0:
-        # A fresh store gets today's schema in one step, recorded as LATEST.
-        steps = [Migration(LATEST, "initial schema", _v1)]
-    else:
-        steps = [m for m in MIGRATIONS if m.version > found]
-    for step in steps:
+    for step in (m for m in MIGRATIONS if found < m.version <= target):
         with engine.begin() as conn:
             # Re-read under the write lock: another process may have migrated meanwhile.
             if current_version(conn) >= step.version:
@@ -85,4 +193,6 @@ def migrate(engine: Engine, *, now_ms: int) -> int:
                     version=step.version, applied_at=now_ms, description=step.description
                 )
             )
-    return LATEST
+            if on_step is not None:
+                on_step(step.version)
+    return target

@@ -116,6 +116,7 @@ Index(
     postgresql_where=forecasts.c.actual.is_(None),
 )
 Index("forecasts_issued", forecasts.c.issued_ts)
+Index("forecasts_target", forecasts.c.target_ts)  # schema version 2
 
 training_runs = Table(
     "training_runs",

@@ -8,7 +8,7 @@ parsing driver messages.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,10 +36,12 @@ def translate(e: Exception, what: str) -> StorageError:
 class Store:
     """One database. Cheap to create; `open()` checks and migrates it."""
 
-    def __init__(self, url: str, *, durable: bool = True) -> None:
+    def __init__(self, url: str, *, durable: bool = True,
+                 busy_timeout_ms: int | None = None) -> None:
         self.url = dialect.normalise_url(url)
+        timeout = dialect.BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
         try:
-            self.engine = dialect.create(self.url, durable=durable)
+            self.engine = dialect.create(self.url, durable=durable, busy_timeout_ms=timeout)
         except OSError as e:
             raise StorageError(f"cannot create store {url}: {e.strerror or e}") from e
 
@@ -52,7 +54,8 @@ class Store:
     def path(self) -> Path | None:
         return dialect.sqlite_path(self.url)
 
-    def open(self, now_ms: int, *, check: bool = True) -> int:
+    def open(self, now_ms: int, *, check: bool = True,
+             on_migration_step: Callable[[int], None] | None = None) -> int:
         """Quick-check (optional) and migrate; returns the schema version."""
         try:
             if check and self.path is not None and self.path.stat().st_size > 0:
@@ -62,7 +65,7 @@ class Store:
                     raise StoreCorrupt(
                         f"store {self.path} failed its integrity check: {'; '.join(problems[:5])}"
                     )
-            return migrate(self.engine, now_ms=now_ms)
+            return migrate(self.engine, now_ms=now_ms, on_step=on_migration_step)
         except StorageError:
             raise
         except (SQLAlchemyError, OSError) as e:

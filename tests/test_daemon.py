@@ -50,6 +50,30 @@ def test_the_daemon_ingests_trains_forecasts_scores_and_talks_to_systemd(
         assert truth[row[0]] == row
 
 
+def test_status_reports_model_training_pending_and_recent_error(
+        harness: DaemonHarness) -> None:
+    import json
+
+    p = harness.start()
+    harness.wait_for(lambda: counts(harness).get("seq2seq", (0, 0))[1] > 0, 60, "scored")
+    env = {"TICKCAST_DAEMON__CLOCK": harness.clock.spec()}
+    live = run_subprocess("--config", str(harness.config), "--db", str(harness.db), "status",
+                          "--json", env=env)
+    assert live.returncode == 0, live.stderr
+    data = json.loads(live.stdout)
+    assert data["daemon_running"] is True
+    assert {s["symbol"] for s in data["series"]} == {"BTC/USD", "BTC/EUR"}
+    assert all(s["lag_s"] is not None and s["lag_s"] < 600 for s in data["series"])
+    assert data["model"]["version"] and data["last_training"]["status"] in ("accepted",
+                                                                           "rejected")
+    assert data["pending_forecasts"] > 0
+    assert {r["model"] for r in data["mae_24h"]} == {"seq2seq", "naive", "drift"}
+    harness.stop(p)
+    text = run_subprocess("--config", str(harness.config), "--db", str(harness.db), "status",
+                          env=env)
+    assert "daemon not running" in text.stdout and "model:" in text.stdout
+
+
 def test_a_second_instance_is_refused_and_a_kill_9_restart_resumes_cleanly(
         harness: DaemonHarness) -> None:
     first = harness.start()

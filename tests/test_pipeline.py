@@ -302,3 +302,20 @@ def test_a_window_with_a_hole_is_not_forecast_from_and_resumes_after_backfill(
         backfill_symbol(store, src, "BTC/EUR", "1m", MINUTE, None, None, emu.now_ms(), 240)
         rep = pipe.tick(emu.now_ms())
         assert rep.issued.get("seq2seq") == emu.now_ms() - emu.now_ms() % MINUTE - MINUTE
+
+
+def test_the_readme_queries_run_on_a_real_replay_store(full_run: tuple[Path, Any]) -> None:
+    """The SQL users copy from the README must keep working against the schema."""
+    import re
+
+    out, _ = full_run
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"### Queries you will want\s+```sql\n(.*?)```", readme, re.S)
+    assert block, "README lost its example queries"
+    queries = [q.strip() for q in block.group(1).split(";") if q.strip()]
+    assert len(queries) == 5
+    con = sqlite3.connect(out)
+    results = [con.execute(q).fetchall() for q in queries]
+    assert all(results[i] for i in range(4)), "queries 1-4 must return rows on a replay"
+    waiting = dict((m, n) for m, _s, n, _t in results[4])
+    assert set(waiting) == {"seq2seq", "naive", "drift"}  # the last forecasts wait for actuals

@@ -38,10 +38,45 @@ def test_fresh_store_is_migrated_and_reopen_is_a_no_op(tmp_path: Path) -> None:
     s2 = Store(str(path))
     assert s2.open(now_ms=T + 1) == SCHEMA_VERSION
     con = sqlite3.connect(path)
-    assert con.execute("select count(*) from schema_version").fetchone()[0] == 1
+    assert con.execute("select count(*) from schema_version").fetchone()[0] == SCHEMA_VERSION
     names = {r[0] for r in con.execute("select name from sqlite_master")}
     assert {"candles", "forecasts", "training_runs", "empty_candles", "forecast_errors",
             "forecast_accuracy", "schema_version"} <= names
+
+
+def test_every_migration_step_together_gives_exactly_the_declared_schema(tmp_path: Path) -> None:
+    """The frozen steps, applied in order, must build what schema.py declares (and queries use)."""
+    from sqlalchemy import inspect
+
+    from storage import migrations
+    from storage.schema import metadata
+
+    s = Store(str(tmp_path / "steps.db"))
+    assert migrations.migrate(s.engine, now_ms=T, target=1) == 1
+    with s.read() as conn:
+        assert migrations.current_version(conn) == 1
+    assert s.open(now_ms=T) == SCHEMA_VERSION
+    insp = inspect(s.engine)
+    for table in metadata.sorted_tables:
+        cols = [c["name"] for c in insp.get_columns(table.name)]
+        assert cols == [c.name for c in table.columns], table.name
+        assert {i["name"] for i in insp.get_indexes(table.name)} == {
+            i.name for i in table.indexes}, table.name
+
+
+def test_an_old_store_is_upgraded_keeping_its_rows(tmp_path: Path) -> None:
+    from storage import migrations
+
+    s = Store(str(tmp_path / "old.db"))
+    migrations.migrate(s.engine, now_ms=T, target=1)
+    with s.write() as conn:
+        candles.insert(conn, EX, SYM, TF, rows(7))
+    assert s.open(now_ms=T + 5) == SCHEMA_VERSION
+    with s.read() as conn:
+        assert candles.count(conn, EX, SYM, TF) == 7
+        applied = conn.exec_driver_sql("select version, applied_at from schema_version "
+                                       "order by version").fetchall()
+    assert applied[0] == (1, T) and applied[-1] == (SCHEMA_VERSION, T + 5)
 
 
 def test_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:

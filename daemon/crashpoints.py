@@ -1,0 +1,42 @@
+"""Named crash points for the reliability tests ("failpoints").
+
+`TICKCAST_CRASH_AT=name` (or `name:N` for the N-th time the point is passed)
+makes the process die on the spot with `os._exit`, as abruptly as kill -9: no
+cleanup, no rollback by Python, open transactions left to SQLite's recovery.
+Unset, every point is a no-op. The points sit where a crash is most
+interesting: between two commits, inside a transaction, between a checkpoint's
+write and its rename, inside a migration.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable
+
+ENV = "TICKCAST_CRASH_AT"
+EXIT_CODE = 137  # what a shell reports for kill -9
+POINTS = ("after-candles-commit", "before-forecasts-commit", "checkpoint-before-rename",
+          "mid-migration", "after-training-record")
+
+_passed: Counter[str] = Counter()
+
+
+def hit(name: str) -> None:
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    target, _, nth = spec.partition(":")
+    if target != name:
+        return
+    _passed[name] += 1
+    if _passed[name] >= (int(nth) if nth else 1):
+        sys.stderr.write(f"crash point {name} reached: exiting abruptly\n")
+        sys.stderr.flush()
+        os._exit(EXIT_CODE)
+
+
+def hook(name: str) -> Callable[..., None]:
+    """A callback for code outside `daemon` (storage, forecaster) to call at the point."""
+    return lambda *_: hit(name)

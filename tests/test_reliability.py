@@ -1,0 +1,533 @@
+"""Reliability scenarios with real processes, real SQLite files and real ccxt (issue 6).
+
+The long ones are marked `slow` (deselect with -m 'not slow'); .ci/run runs them all.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon import crashpoints, replay
+from daemon.clock import SimClock
+from daemon.models import ModelSet
+from daemon.pipeline import Pipeline
+from daemon.source import CcxtSource
+from storage import Store
+from tests.conftest import MINUTE, ROOT, T0, write_config
+from tests.daemon_harness import DaemonHarness
+from tests.emulator import ExchangeEmulator
+from tests.test_pipeline import HOUR, SCRIPT_CFG, _write_data, make_input, rows, small_cfg
+
+
+def invariants(db: Path, *, baselines: tuple[str, ...] = ("naive-1", "drift-1")) -> None:
+    """What must hold after any crash: integrity, no duplicates, known model versions."""
+    con = sqlite3.connect(db, timeout=10)
+    try:
+        assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
+        tables = {r[0] for r in con.execute("select name from sqlite_master")}
+        if "forecasts" not in tables:
+            return  # killed before its first migration committed: an empty, valid file
+        assert con.execute("select count(*) from (select 1 from forecasts group by model, "
+                           "exchange, symbol, timeframe, issued_ts, horizon "
+                           "having count(*) > 1)").fetchone()[0] == 0
+        unknown = con.execute(
+            "select distinct model_version from forecasts f where model = 'seq2seq' and not "
+            "exists (select 1 from training_runs t where t.status = 'accepted' and "
+            "t.model_version = f.model_version)").fetchall()
+        assert unknown == [], f"forecasts from versions never accepted: {unknown}"
+        others = {v for (v,) in con.execute(
+            "select distinct model_version from forecasts where model != 'seq2seq'")}
+        assert others <= set(baselines)
+        for (ck,) in con.execute("select checkpoint from training_runs where checkpoint is "
+                                 "not null"):
+            assert ".tmp-" not in ck
+        non_finite = con.execute(
+            "select count(*) from forecasts where yhat is null or yhat != yhat or "
+            "abs(yhat) > 1e300 or (lower is not null and (lower != lower or upper != upper))"
+        ).fetchone()[0]
+        assert non_finite == 0
+    finally:
+        con.close()
+
+
+def env_without(*names: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("TICKCAST_") and k not in names}
+
+
+def _replay_case(tmp_path: Path, pair: dict[str, list[Any]], n: int) -> dict[str, Any]:
+    files = _write_data(tmp_path, pair, n)
+    cfg = write_config(tmp_path / "c.toml", SCRIPT_CFG)
+    base = [sys.executable, "-m", "daemon", "--config", str(cfg), "replay", "--data",
+            *map(str, files), "--start", "2020-01-14"]
+    clean = tmp_path / "clean.db"
+    p = subprocess.run([*base, "--out", str(clean)], capture_output=True, text=True,
+                       env=env_without(), cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return {"base": base, "clean": clean, "want": rows(clean), "tmp": tmp_path}
+
+
+@pytest.fixture
+def replay_case(tmp_path: Path, pair: dict[str, list[Any]]) -> dict[str, Any]:
+    return _replay_case(tmp_path, pair, 420)
+
+
+@pytest.fixture
+def long_replay_case(tmp_path: Path, pair: dict[str, list[Any]]) -> dict[str, Any]:
+    return _replay_case(tmp_path, pair, 700)
+
+
+@pytest.fixture(scope="module")
+def pair() -> dict[str, list[Any]]:
+    from tests.test_pipeline import HOURLY, load_csv
+
+    out = {}
+    for s, p in HOURLY.items():
+        rs = load_csv(p)
+        i = next(k for k, r in enumerate(rs) if r[0] >= 1577836800000)
+        out[s] = rs[i:i + 700]
+    return out
+
+
+# -- 1. kill -9 at random moments, many times in a row ---------------------------------
+
+@pytest.mark.slow
+def test_replay_survives_thirty_kill_9_in_a_row(long_replay_case: dict[str, Any]) -> None:
+    replay_case = long_replay_case
+    out = replay_case["tmp"] / "killed.db"
+    rng = random.Random(2026)
+    kills = 0
+    while kills < 30:
+        proc = subprocess.Popen([*replay_case["base"], "--out", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=env_without(), cwd=ROOT)
+        time.sleep(rng.uniform(0.5, 3.5))  # sometimes during start-up, mostly mid-replay
+        if proc.poll() is not None:
+            break  # it finished before the kill: enough kills happened on the way
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        if out.exists():
+            invariants(out)
+    assert kills == 30
+    p = subprocess.run([*replay_case["base"], "--out", str(out)], capture_output=True,
+                       text=True, env=env_without(), cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    invariants(out)
+    assert rows(out) == replay_case["want"]
+
+
+@pytest.mark.slow
+def test_the_daemon_survives_thirty_kill_9_in_a_row(tmp_path: Path,
+                                                    minutes: dict[str, list[Any]]) -> None:
+    h = DaemonHarness(tmp_path, minutes, watchdog_usec=None)
+    rng = random.Random(7)
+    try:
+        for _ in range(30):
+            p = h.start()
+            time.sleep(rng.uniform(0.8, 3.0))
+            p.send_signal(signal.SIGKILL)
+            p.wait(10)
+            invariants(h.db)
+        t_last = time.monotonic()
+        p = h.start()
+        h.wait_for(lambda: any(t > t_last for t in h.notify.times("READY=1")) and (h.query(
+            "select min(m) from (select max(ts) m from candles group by symbol)")[0][0] or 0)
+            >= h.clock.now_ms() - 3 * MINUTE, 60, "catching up")
+        code, _ = h.stop(p)
+        assert code == 0
+        invariants(h.db)
+        for sym in ("BTC/USD", "BTC/EUR"):
+            ts = [r[0] for r in h.query("select ts from candles where symbol = ? order by ts",
+                                        sym)]
+            assert all(b - a == MINUTE for a, b in zip(ts, ts[1:], strict=False))
+            truth = {c[0]: tuple(c) for c in h.emu.closed_candles(sym)}
+            for r in h.query("select ts, open, high, low, close, volume from candles where "
+                             "symbol = ?", sym):
+                assert truth[r[0]] == r
+    finally:
+        h.close()
+
+
+# -- 2. named crash points -------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["after-candles-commit:40", "before-forecasts-commit:30",
+                                   "checkpoint-before-rename:2", "after-training-record:2",
+                                   "mid-migration:2"])
+def test_a_crash_at_a_named_point_then_a_rerun_equals_a_clean_run(
+        replay_case: dict[str, Any], point: str) -> None:
+    out = replay_case["tmp"] / f"crash-{point.split(':')[0]}.db"
+    env = env_without()
+    env[crashpoints.ENV] = point
+    p = subprocess.run([*replay_case["base"], "--out", str(out)], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=300)
+    assert p.returncode == crashpoints.EXIT_CODE, p.stderr[-1500:]
+    assert f"crash point {point.split(':')[0]}" in p.stderr
+    if point.startswith("checkpoint"):
+        debris = list(out.with_name(out.name + ".checkpoints").glob(".tmp-*"))
+        assert debris, "the crash should have left a temp checkpoint behind"
+    p = subprocess.run([*replay_case["base"], "--out", str(out)], capture_output=True,
+                       text=True, env=env_without(), cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    invariants(out)
+    assert rows(out) == replay_case["want"]
+
+
+def test_mid_migration_crash_leaves_the_previous_version(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    code = (f"import os; os.environ[{crashpoints.ENV!r}] = 'mid-migration:2'\n"
+            "from daemon.commands import open_store\n"
+            f"open_store({str(db)!r}, 0)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       env=env_without(), timeout=60)
+    assert p.returncode == crashpoints.EXIT_CODE
+    con = sqlite3.connect(db)
+    assert con.execute("select max(version) from schema_version").fetchone()[0] == 1
+    assert con.execute("select count(*) from sqlite_master where name = 'forecasts_target'"
+                       ).fetchone()[0] == 0
+    con.close()
+    s = Store(str(db))
+    assert s.open(0) == 2
+
+
+# -- 3. disk full / write errors --------------------------------------------------------
+
+def _limit_file_size(limit: int) -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death by signal
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_replay_with_a_clear_error_and_loses_nothing(
+        replay_case: dict[str, Any]) -> None:
+    out = replay_case["tmp"] / "full.db"
+    p = subprocess.run([*replay_case["base"], "--out", str(out)], capture_output=True,
+                       text=True, env=env_without(), cwd=ROOT, timeout=300,
+                       preexec_fn=lambda: _limit_file_size(400_000))
+    assert p.returncode == 74, (p.returncode, p.stderr[-2000:])
+    assert "full" in p.stderr.lower() or "i/o" in p.stderr.lower()
+    assert "Traceback" not in p.stderr
+    invariants(out)
+    committed = rows(out)
+    want = set(replay_case["want"])
+    # What was committed before the disk filled is exactly what a clean run has; scoring
+    # columns may still be empty where the clean run later filled them.
+    unscored = {r[:12] for r in replay_case["want"]}
+    assert committed and all(r in want or r[:12] in unscored for r in committed)
+    p = subprocess.run([*replay_case["base"], "--out", str(out)], capture_output=True,
+                       text=True, env=env_without(), cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert rows(out) == replay_case["want"]
+
+
+def test_checkpoint_writes_that_fail_keep_the_previous_model(
+        tmp_path: Path, pair: dict[str, list[Any]], caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "ck.db"
+    inp = make_input(pair, 700)
+    start = pair["BTC/USD"][330][0]
+    good = tmp_path / "good-ck"
+    replay.run(small_cfg(), inp, start=start, end=start + 40 * HOUR, out=str(out),
+               show_progress=False, ckpt_dir=good)
+    con = sqlite3.connect(out)
+    (v1, ck1), = con.execute("select model_version, checkpoint from training_runs where "
+                             "status = 'accepted' order by id desc limit 1").fetchall()
+    con.close()
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the checkpoint folder should be")
+    replay.run(small_cfg(), inp, start=start, end=start + 150 * HOUR, out=str(out),
+               show_progress=False, ckpt_dir=blocked / "ck")
+    con = sqlite3.connect(out)
+    failed = con.execute("select count(*) from training_runs where status = 'failed' and "
+                         "reason like '%checkpoint not written%'").fetchone()[0]
+    assert failed >= 1
+    assert "cannot write checkpoint" in caplog.text
+    later = {v for (v,) in con.execute("select distinct model_version from forecasts where "
+                                       "model = 'seq2seq' and issued_ts >= ?",
+                                       (start + 60 * HOUR,))}
+    assert later == {v1}  # still forecasting, with the model whose checkpoint exists
+    con.close()
+    assert Path(ck1).is_file()
+    invariants(out)
+    # space returns: training and checkpoints resume
+    replay.run(small_cfg(), inp, start=start, end=None, out=str(out), show_progress=False,
+               ckpt_dir=good)
+    con = sqlite3.connect(out)
+    assert con.execute("select count(*) from training_runs where status = 'accepted' and "
+                       "id > (select max(id) from training_runs where status = 'failed')"
+                       ).fetchone()[0] >= 1
+    con.close()
+
+
+def test_a_checkpoint_write_hitting_the_file_size_limit_leaves_the_old_file(
+        tmp_path: Path) -> None:
+    code = (
+        "import resource, signal, sys\n"
+        "from tests.test_forecaster import sine_pair, small_config\n"
+        "from forecaster.seq2seq import Seq2SeqForecaster\n"
+        "f = Seq2SeqForecaster(small_config()); f.learn(sine_pair(), steps=2)\n"
+        f"p = {str(tmp_path / 'm.ckpt')!r}\n"
+        "f.save(p)\n"
+        "f.learn(sine_pair(noise=0.01), steps=2)\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "try:\n    f.save(p)\nexcept OSError as e:\n    print('save failed:', e.errno)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       env=env_without(), timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "save failed: 27" in p.stdout  # EFBIG
+    from forecaster import checkpoint
+
+    state, meta = checkpoint.read(tmp_path / "m.ckpt")  # the previous one still loads
+    assert state and meta["model"] == "seq2seq"
+    assert [x.name for x in tmp_path.iterdir()] == ["m.ckpt"]
+
+
+# -- 4. locks and long readers -----------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_store_locked_past_the_busy_timeout_loses_no_tick(
+        tmp_path: Path, minutes: dict[str, list[Any]]) -> None:
+    h = DaemonHarness(tmp_path, minutes, watchdog_usec=None)
+    cfg_text = h.config.read_text().replace("[model]", "[storage]\nbusy_timeout_ms = 300\n\n"
+                                                       "[model]")
+    h.config.write_text(cfg_text)
+    try:
+        p = h.start()
+        h.wait_for(lambda: bool(h.query("select 1 from forecasts limit 1")), 30, "forecasts")
+        holder = sqlite3.connect(h.db, isolation_level=None)
+        holder.execute("begin immediate")
+        time.sleep(4)  # four simulated minutes with the store locked
+        holder.execute("rollback")
+        holder.close()
+        newest = h.query("select max(ts) from candles")[0][0]
+        h.wait_for(lambda: (h.query("select min(m) from (select max(ts) m from candles group "
+                                    "by symbol)")[0][0] or 0) > newest + 2 * MINUTE, 30,
+                   "recovery")
+        h.stop(p)
+        assert "locked" in h.log()
+        for sym in ("BTC/USD", "BTC/EUR"):
+            ts = [r[0] for r in h.query("select ts from candles where symbol = ? order by ts",
+                                        sym)]
+            assert all(b - a == MINUTE for a, b in zip(ts, ts[1:], strict=False))
+        invariants(h.db)
+    finally:
+        h.close()
+
+
+def test_a_long_reader_does_not_block_writes_and_the_wal_shrinks_after_it(
+        tmp_path: Path, pair: dict[str, list[Any]]) -> None:
+    out = tmp_path / "r.db"
+    inp = make_input(pair)
+    start = pair["BTC/USD"][300][0]
+    replay.run(small_cfg(), inp, start=start, end=start + 10 * HOUR, out=str(out),
+               show_progress=False)
+    reader = sqlite3.connect(out, isolation_level=None)
+    reader.execute("begin")
+    before = reader.execute("select count(*) from forecasts").fetchone()[0]
+    res = replay.run(small_cfg(), inp, start=start, end=start + 300 * HOUR, out=str(out),
+                     show_progress=False)
+    assert res.ticks >= 280  # every tick ran while the reader held its snapshot
+    wal = out.with_name(out.name + "-wal")
+    assert reader.execute("select count(*) from forecasts").fetchone()[0] == before
+    grown = wal.stat().st_size
+    reader.execute("commit")  # the reader leaves, but keeps the file open (and the WAL with it)
+    replay.run(small_cfg(), inp, start=start, end=None, out=str(out), show_progress=False)
+    from storage.dialect import WAL_SIZE_LIMIT
+
+    assert grown > WAL_SIZE_LIMIT, "the reader did not make the WAL grow; nothing was proven"
+    assert wal.exists() and wal.stat().st_size <= WAL_SIZE_LIMIT
+    reader.close()
+
+
+# -- 5. the exchange misbehaving ---------------------------------------------------------
+
+@pytest.mark.slow
+def test_thirty_minutes_of_5xx_and_timeouts_then_recovery(
+        tmp_path: Path, minutes: dict[str, list[Any]]) -> None:
+    h = DaemonHarness(tmp_path, minutes, speed=120.0, exchange={"timeout_ms": 300})
+    h.emu.timeout_s = 0.6
+    try:
+        p = h.start()
+        h.wait_for(lambda: bool(h.query("select 1 from forecasts limit 1")), 30, "forecasts")
+        for k in ("http500", "http502", "http503", "timeout"):
+            h.emu.add_fault(k, probability=0.25)
+        h.emu.add_fault("http504")
+        time.sleep(30 * 60 / 120)  # thirty simulated minutes
+        assert p.poll() is None
+        h.emu.clear_faults()
+        target = h.clock.now_ms() - 2 * MINUTE
+        h.wait_for(lambda: (h.query("select min(m) from (select max(ts) m from candles group "
+                                    "by symbol)")[0][0] or 0) >= target, 30, "recovery")
+        code, _ = h.stop(p)
+        assert code == 0
+        for sym in ("BTC/USD", "BTC/EUR"):
+            ts = [r[0] for r in h.query("select ts from candles where symbol = ? order by ts",
+                                        sym)]
+            assert all(b - a == MINUTE for a, b in zip(ts, ts[1:], strict=False))
+        invariants(h.db)
+    finally:
+        h.close()
+
+
+def test_a_429_storm_never_becomes_a_tight_retry_loop(tmp_path: Path,
+                                                      minutes: dict[str, list[Any]]) -> None:
+    h = DaemonHarness(tmp_path, minutes, speed=60.0)
+    try:
+        p = h.start()
+        h.wait_for(lambda: bool(h.query("select 1 from forecasts limit 1")), 30, "forecasts")
+        h.emu.add_fault("http429")
+        t0 = time.monotonic()
+        n0 = h.emu.request_count()
+        time.sleep(6)
+        rate = (h.emu.request_count() - n0) / (time.monotonic() - t0)
+        # Two symbols and a tick every wall second here, yet after the first 429 the
+        # shared pause (2 s, doubling) keeps the client well below one request a tick.
+        assert rate < 1.5, f"{rate:.1f} requests/s during a 429 storm"
+        h.emu.clear_faults()
+        h.stop(p)
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("fault,exchange_id", [("error_auth", "kraken"),
+                                               ("error_badsymbol", "kraken")])
+def test_credentials_or_symbol_refused_exit_78_without_a_restart_loop(
+        tmp_path: Path, minutes: dict[str, list[Any]], fault: str, exchange_id: str) -> None:
+    h = DaemonHarness(tmp_path, minutes, exchange={"id": exchange_id})
+    try:
+        h.emu.add_fault(fault, path="OHLC")
+        p = h.start()
+        assert p.wait(60) == 78
+        assert "refused" in h.log()
+    finally:
+        h.close()
+
+
+def test_garbage_answers_are_retried_never_stored(tmp_path: Path, emulator: ExchangeEmulator) -> None:
+    from daemon.ingest import poll
+
+    s = Store(str(tmp_path / "g.db"))
+    now = emulator.now_ms()
+    s.open(now)
+    src = CcxtSource("bitstamp", api_url=emulator.base_url, rate_limit=False, max_retries=6,
+                     backoff_max_s=0.01)
+    for k in ("garbage", "malformed", "empty"):
+        emulator.add_fault(k, times=2)
+    poll(s, src, "BTC/USD", "1m", MINUTE, now, history=600)
+    con = sqlite3.connect(tmp_path / "g.db")
+    got = con.execute("select ts, open, high, low, close, volume from candles order by ts"
+                      ).fetchall()
+    assert got == [tuple(c) for c in emulator.closed_candles("BTC/USD")][-len(got):]
+    assert len(got) >= 599
+
+
+# -- 6. clock jumps --------------------------------------------------------------------
+
+def test_clock_jumps_forward_and_backward(tmp_path: Path, minutes: dict[str, list[Any]]) -> None:
+    cfg = small_cfg(**{"exchange.timeframe": "1m"})
+    clock = SimClock(T0 + 600 * MINUTE + 3_000)
+    with ExchangeEmulator({s: list(r) for s, r in minutes.items()}, now_ms=clock.now_ms) as emu:
+        store = Store(str(tmp_path / "j.db"))
+        store.open(clock.now_ms())
+        src = CcxtSource("bitstamp", api_url=emu.base_url, rate_limit=False, max_retries=1)
+        models = ModelSet(cfg, exchange="bitstamp", symbols=list(minutes), timeframe="1m",
+                          step_ms=MINUTE, ckpt_dir=tmp_path / "ck")
+        pipe = Pipeline(cfg, store, src, models)
+
+        def newest() -> int:
+            return pipe.newest_common() or 0
+
+        marks = []
+        latest_now = clock.now_ms()
+        for step in [MINUTE] * 3 + [120 * MINUTE] + [MINUTE] * 2 + [-10 * MINUTE] + [MINUTE] * 3:
+            clock.set(clock.now_ms() + step)
+            latest_now = max(latest_now, clock.now_ms())
+            pipe.tick(clock.now_ms())
+            marks.append(newest())
+            con = sqlite3.connect(tmp_path / "j.db")
+            future = con.execute("select count(*) from candles where ts + 60000 > ?",
+                                 (latest_now,)).fetchone()[0]
+            assert future == 0, "a candle that had not closed was stored"
+            ahead = con.execute("select count(*) from forecasts where issued_ts + 60000 > ?",
+                                (latest_now,)).fetchone()[0]
+            assert ahead == 0, "a forecast was issued from a candle not yet closed"
+            con.close()
+        assert marks == sorted(marks), "the cursor moved backward"
+        invariants(tmp_path / "j.db")
+        con = sqlite3.connect(tmp_path / "j.db")
+        assert con.execute("select count(*) from forecasts where issued_ts + 60000 > "
+                           "created_at").fetchone()[0] == 0  # nothing issued before it closed
+        con.close()
+
+
+# -- 7. the model misbehaving ----------------------------------------------------------------
+
+def _trained_store(tmp_path: Path, pair: dict[str, list[Any]]) -> tuple[Path, Path]:
+    out = tmp_path / "m.db"
+    replay.run(small_cfg(), make_input(pair, 400), start=pair["BTC/USD"][330][0], end=None,
+               out=str(out), show_progress=False)
+    ck = sorted(out.with_name(out.name + ".checkpoints").glob("seq2seq-*.ckpt"))
+    return out, ck[-1]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "other-config"])
+def test_a_bad_checkpoint_falls_back_and_forecasting_goes_on(
+        tmp_path: Path, pair: dict[str, list[Any]], caplog: pytest.LogCaptureFixture,
+        damage: str) -> None:
+    out, newest = _trained_store(tmp_path, pair)
+    if damage == "truncate":
+        newest.write_bytes(newest.read_bytes()[:300])
+    elif damage == "garbage":
+        newest.write_bytes(os.urandom(5000))
+    cfg = small_cfg(**({"model.hidden": 12} if damage == "other-config" else {}))
+    models = ModelSet(cfg, exchange="bitstamp", symbols=["BTC/USD", "BTC/EUR"], timeframe="1h",
+                      step_ms=HOUR, ckpt_dir=newest.parent)
+    version = models.load_current(Store(str(out)))
+    assert "cannot use checkpoint" in caplog.text
+    con = sqlite3.connect(out)
+    accepted = [v for (v,) in con.execute("select model_version from training_runs where "
+                                          "status = 'accepted' order by id desc")]
+    con.close()
+    if damage == "other-config":
+        assert version is None and "another configuration" in caplog.text
+    else:
+        assert version in accepted[1:] or version is None
+        assert version != accepted[0]
+
+
+def test_exploding_training_is_rejected_and_nothing_non_finite_is_stored(
+        tmp_path: Path, pair: dict[str, list[Any]]) -> None:
+    out, _ = _trained_store(tmp_path, pair)
+    cfg = small_cfg(**{"model.learning_rate": 1e30})
+    res = replay.run(cfg, make_input(pair, 470), start=pair["BTC/USD"][330][0], end=None,
+                     out=str(tmp_path / "boom.db"), show_progress=False)
+    assert res.retrains >= 2
+    con = sqlite3.connect(tmp_path / "boom.db")
+    statuses = {s for (s,) in con.execute("select status from training_runs")}
+    models = {m for (m,) in con.execute("select distinct model from forecasts")}
+    con.close()
+    assert statuses == {"rejected"}, statuses
+    assert models == {"naive", "drift"}  # labelled baselines carry on, no seq2seq rows
+    invariants(tmp_path / "boom.db")
+    invariants(out)
+
+
+@pytest.fixture(autouse=True)
+def _no_crash_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv(crashpoints.ENV, raising=False)
+    yield
+
