@@ -50,7 +50,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         mase = r["mase"]
         verdict = ""
         if r["model"] != "naive" and mase is not None:
-            verdict = "better" if mase < 1 else ("same" if mase == 1 else "worse")
+            verdict = "better" if mase < 0.9995 else ("worse" if mase > 1.0005 else "same")
         out.append(
             f"{r['symbol']:<9} {r['timeframe']:<3} {r['horizon']:>3} {r['model']:<8} "
             f"{r['n']:>6} {_f(r['mae'], '10.3f')} {_f(r['rmse'], '10.3f')} "
@@ -99,7 +99,7 @@ def plot(store: Store, path: Path, since: int | None, rows: list[dict[str, Any]]
     h = horizons[0] if horizons else 1
     data = series_for_plot(store, since, h)
     symbols = sorted(data)
-    fig, axes = plt.subplots(len(symbols) + 1, 1, figsize=(11, 3.2 * (len(symbols) + 1)),
+    fig, axes = plt.subplots(len(symbols) + 2, 1, figsize=(11, 3.2 * (len(symbols) + 2)),
                              squeeze=False)
     for ax, sym in zip(axes[:, 0], symbols, strict=False):
         models = data[sym]
@@ -113,18 +113,19 @@ def plot(store: Store, path: Path, since: int | None, rows: list[dict[str, Any]]
                 ax.fill_between(t, d["lo"], d["hi"], alpha=0.2, label="seq2seq 80% interval")
         ax.set_title(f"{sym}: forecast {h} step(s) ahead vs actual close")
         ax.legend(loc="upper left", fontsize=8)
-    ax = axes[-1, 0]
-    for model in sorted({r["model"] for r in rows}, key=lambda m: MODEL_ORDER.get(m, 9)):
-        for sym in symbols:
-            pts = [(r["horizon"], r["mae"]) for r in rows if r["model"] == model and
-                   r["symbol"] == sym]
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
-                        label=f"{model} {sym}")
-    ax.set_xlabel("horizon (candles)")
-    ax.set_ylabel("MAE")
-    ax.set_title("error by horizon")
-    ax.legend(fontsize=8, ncol=2)
+    for ax, key, title in ((axes[-2, 0], "mae", "error by horizon (MAE)"),
+                           (axes[-1, 0], "mase", "skill by horizon (MASE: below 1 beats naive)")):
+        for model in sorted({r["model"] for r in rows}, key=lambda m: MODEL_ORDER.get(m, 9)):
+            for sym in symbols:
+                pts = [(r["horizon"], r[key]) for r in rows if r["model"] == model and
+                       r["symbol"] == sym and r[key] is not None]
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                            label=f"{model} {sym}")
+        ax.set_xlabel("horizon (candles)")
+        ax.set_ylabel(key.upper())
+        ax.set_title(title)
+        ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

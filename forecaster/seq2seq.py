@@ -34,8 +34,6 @@ from .scaling import Scaler
 
 SHRINK_GRID = np.linspace(0.0, 1.0, 21)
 SKILL_Z = 1.0  # standard errors by which the model must beat the last close on validation
-# A forecast of more than e^3 (20x) up or down within the horizon is a broken model, not a view.
-MAX_LOG_MOVE = 3.0
 COVERAGE = 0.8
 
 
@@ -58,6 +56,9 @@ class Seq2SeqConfig:
     val_fraction: float = 0.2
     min_windows: int = 64
     grad_clip: float = 1.0
+    # A forecast of more than e^3 (20x) up or down within the horizon is a broken model,
+    # not a view on a price; toy signals dressed as log prices may need more room.
+    max_log_move: float = 3.0
     seed: int = 0
     device: str = "auto"
 
@@ -245,7 +246,7 @@ class Seq2SeqForecaster:
         hi = np.maximum(r[..., 2] + fitted.widen[None] * width, med)
         k = np.asarray(horizons) - 1
         used = np.stack([lo[:, k], med[:, k], hi[:, k]])
-        if not np.all(np.isfinite(used)) or np.max(np.abs(used)) > MAX_LOG_MOVE:
+        if not np.all(np.isfinite(used)) or np.max(np.abs(used)) > cfg.max_log_move:
             raise UnusableOutput(f"model {fitted.version} produced non-finite or implausible "
                                  "returns; not forecasting with it")
         out: list[list[Forecast]] = []

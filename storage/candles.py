@@ -21,6 +21,8 @@ from .schema import candles, empty_candles
 Row = tuple[int, float, float, float, float, float]
 
 _COLS = ["exchange", "symbol", "timeframe", "ts", "open", "high", "low", "close", "volume"]
+_ROW_COLS = (candles.c.ts, candles.c.open, candles.c.high, candles.c.low, candles.c.close,
+             candles.c.volume)
 
 
 @dataclass
@@ -126,10 +128,7 @@ def range_rows(
 ) -> list[Row]:
     """Stored candles with start <= ts < end, ascending."""
     q = (
-        select(
-            candles.c.ts, candles.c.open, candles.c.high, candles.c.low, candles.c.close,
-            candles.c.volume,
-        )
+        select(*_ROW_COLS)
         .where(_series(exchange, symbol, timeframe), candles.c.ts >= start, candles.c.ts < end)
         .order_by(candles.c.ts)
     )
@@ -141,10 +140,7 @@ def window(
 ) -> list[Row]:
     """The last n stored candles with ts <= end_ts, ascending (may be fewer, may have holes)."""
     q = (
-        select(
-            candles.c.ts, candles.c.open, candles.c.high, candles.c.low, candles.c.close,
-            candles.c.volume,
-        )
+        select(*_ROW_COLS)
         .where(_series(exchange, symbol, timeframe), candles.c.ts <= end_ts)
         .order_by(candles.c.ts.desc())
         .limit(n)

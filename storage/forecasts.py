@@ -62,8 +62,11 @@ def score(conn: Connection, now_ms: int, timeframe: str | None = None,
         .values(actual=target_close, error=target_close - forecasts.c.yhat, scored_at=now_ms)
     )
     if timeframe is not None and step_ms is not None:
+        # `target_ts + 0`, not `target_ts`: a bare column lets SQLite's planner pick the
+        # target_ts index and walk every forecast ever scored (O(store) per tick: 0.7 s at a
+        # million rows); the expression leaves it the partial index of unscored rows.
         stmt = stmt.where(forecasts.c.timeframe == timeframe,
-                          forecasts.c.target_ts <= now_ms - step_ms)
+                          (forecasts.c.target_ts + 0) <= now_ms - step_ms)
     return max(conn.execute(stmt).rowcount or 0, 0)
 
 

@@ -46,6 +46,16 @@ def minutes(hourly: dict[str, list[Candle]]) -> dict[str, list[Candle]]:
     return out
 
 
+@pytest.fixture(scope="session")
+def pair(hourly: dict[str, list[Candle]]) -> dict[str, list[Candle]]:
+    """700 real hourly candles of both symbols from 2020-01-01."""
+    out = {}
+    for s, rows in hourly.items():
+        i = next(k for k, r in enumerate(rows) if r[0] >= parse_time("2020-01-01"))
+        out[s] = rows[i:i + 700]
+    return out
+
+
 @pytest.fixture
 def emulator(minutes: dict[str, list[Candle]]) -> Iterator[ExchangeEmulator]:
     """A Bitstamp/Kraken emulator whose clock sits 30 s into the last minute of the data."""

@@ -24,8 +24,8 @@ from daemon.models import ModelSet
 from daemon.pipeline import Pipeline
 from daemon.source import CcxtSource
 from storage import Store
-from tests.conftest import HOURLY, MINUTE, ROOT, T0, write_config
-from tests.emulator import ExchangeEmulator, load_csv
+from tests.conftest import MINUTE, ROOT, T0, write_config
+from tests.emulator import ExchangeEmulator
 
 HOUR = 3_600_000
 SMALL = {"model.lookback": 16, "model.horizons": [1, 3, 6], "model.train_window": 240,
@@ -38,17 +38,6 @@ COLS = "model, model_version, exchange, symbol, timeframe, issued_ts, target_ts,
 
 def small_cfg(**kw: Any) -> settings.Settings:
     return settings.load(None, env={}, overrides={**SMALL, **kw})
-
-
-@pytest.fixture(scope="module")
-def pair() -> dict[str, list[tuple[int, float, float, float, float, float]]]:
-    """700 real hourly candles of both symbols from 2020-01-01."""
-    out = {}
-    for s, p in HOURLY.items():
-        rows = load_csv(p)
-        i = next(k for k, r in enumerate(rows) if r[0] >= 1577836800000)
-        out[s] = rows[i:i + 700]
-    return out
 
 
 def make_input(pair: dict[str, list[Any]], n: int | None = None,
@@ -319,3 +308,21 @@ def test_the_readme_queries_run_on_a_real_replay_store(full_run: tuple[Path, Any
     assert all(results[i] for i in range(4)), "queries 1-4 must return rows on a replay"
     waiting = dict((m, n) for m, _s, n, _t in results[4])
     assert set(waiting) == {"seq2seq", "naive", "drift"}  # the last forecasts wait for actuals
+
+
+def test_report_prints_the_table_writes_json_and_draws_the_plot(
+        full_run: tuple[Path, Any], cli: Any, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    out, _ = full_run
+    png = tmp_path / "acc.png"
+    assert cli("--db", str(out), "report", "--plot", str(png)) == 0
+    text = capsys.readouterr().out
+    assert "seq2seq" in text and "naive" in text and "MASE" in text and "cov80" in text
+    assert png.stat().st_size > 20_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli("--db", str(out), "report", "--json", "--since", "2020-01-20") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["since"] == "2020-01-20T00:00:00Z"
+    assert {r["model"] for r in data["rows"]} == {"seq2seq", "naive", "drift"}
+    assert all(r["first_issued_ts"] >= 1579478400000 for r in data["rows"])

@@ -215,6 +215,45 @@ def test_forecast_insert_is_idempotent_and_scoring_needs_the_target_candle(store
     assert got[1] == (9, None, None, None)
 
 
+def test_scoring_work_does_not_grow_with_the_rows_already_scored(tmp_path: Path) -> None:
+    """A daemon scores every tick for months: the work must follow the unscored rows,
+    not the millions scored before (a planner choice once made it walk them all)."""
+
+    def vm_steps(n_scored: int) -> int:
+        s = Store(str(tmp_path / f"s{n_scored}.db"))
+        s.open(now_ms=T)
+        data = rows(n_scored + 10)
+        old = [ForecastRow("naive", "naive-1", EX, SYM, TF, c[0], c[0] + STEP, 1, c[4], None,
+                           None, T) for c in data[:n_scored]]
+        new = [ForecastRow("naive", "naive-1", EX, SYM, TF, c[0], c[0] + STEP, 1, c[4], None,
+                           None, T) for c in data[n_scored:]]
+        now = data[-1][0] + STEP
+        with s.write() as conn:
+            candles.insert(conn, EX, SYM, TF, data[:n_scored + 1])
+            insert_forecasts(conn, old)
+            assert score(conn, now, TF, STEP) == n_scored
+            conn.exec_driver_sql("ANALYZE")  # as a long-lived store may have been
+        with s.write() as conn:
+            insert_forecasts(conn, new)
+            candles.insert(conn, EX, SYM, TF, data[n_scored + 1:])
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0
+
+        with s.write() as conn:
+            raw = conn.connection.driver_connection
+            raw.set_progress_handler(count, 50)
+            assert score(conn, now + 20 * STEP, TF, STEP) == 9  # the last target never closes
+            raw.set_progress_handler(None, 0)
+        s.close()
+        return steps[0]
+
+    small, big = vm_steps(500), vm_steps(20_000)
+    assert big < 2 * small + 20, (small, big)
+
+
 def test_instance_lock_is_exclusive_and_released_on_exit(tmp_path: Path) -> None:
     url = str(tmp_path / "lock.db")
     lock = dialect.acquire_instance_lock(url)
