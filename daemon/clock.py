@@ -58,6 +58,12 @@ def monotonic() -> float:
     return time.monotonic()
 
 
+def wall_offset_s() -> float:
+    """Wall clock minus monotonic clock: constant until the wall clock is stepped (NTP, an
+    administrator, a resumed VM), so a change in it is the size of the step."""
+    return time.time() - time.monotonic()
+
+
 def from_spec(spec: str) -> Clock:
     """The daemon.clock key: 'wall', 'fixed:<ms>' or 'scaled:<sim_ms>:<wall_s>:<speed>'.
 

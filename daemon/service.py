@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 from apscheduler.executors.pool import ThreadPoolExecutor as APThreadPool
-from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from forecaster.base import History
@@ -34,6 +33,7 @@ from .commands import history_candles, make_source, open_store
 from .models import ModelSet, checkpoint_dir
 from .notify import Notifier
 from .pipeline import Pipeline, TickReport
+from .scheduling import SteppedClockScheduler
 from .settings import Settings
 from .source import Stopping
 
@@ -59,6 +59,8 @@ class Daemon:
         self.tick_started: float | None = None
         self.tick_done = threading.Event()
         self.tick_done.set()
+        self._tick_lock = threading.Lock()
+        self._tick_again = False
         self.last_report: TickReport | None = None
         self.train_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="train")
         self.train_future: Future[Any] | None = None
@@ -91,6 +93,22 @@ class Daemon:
 
     # -- jobs --------------------------------------------------------------------------------
     def tick(self) -> None:
+        """One tick at a time: a tick fired while another runs (the start-up catch-up still
+        busy when the first scheduled one fires, a re-alignment after a clock step) asks the
+        running one to go round once more instead of running beside it."""
+        if not self._tick_lock.acquire(blocking=False):
+            self._tick_again = True
+            return
+        try:
+            while not self.stop.is_set():
+                self._tick_again = False
+                self._tick_once()
+                if not self._tick_again:
+                    break
+        finally:
+            self._tick_lock.release()
+
+    def _tick_once(self) -> None:
         if self.stop.is_set():
             return
         self.tick_done.clear()
@@ -194,7 +212,9 @@ class Daemon:
     def run(self) -> int:
         self.start()
         utc = UTC
-        self.scheduler = BlockingScheduler(
+        self.scheduler = SteppedClockScheduler(
+            max_wait_s=min(5.0, max(0.5, self.tick_interval_s)),
+            on_clock_step=self._clock_stepped,
             timezone=utc,
             executors={"default": APThreadPool(2)},
             # coalesce: a backlog of missed ticks runs once (ingestion resumes from the
@@ -202,14 +222,8 @@ class Daemon:
             # misfire_grace_time None: a late tick still runs, it is never dropped.
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
-        delay_s = float(self.cfg["daemon.poll_delay_s"]) / self.speed
-        sim_now = self.clock.now_ms()
-        to_close_s = (self.step_ms - sim_now % self.step_ms) / 1000 / self.speed
-        first = datetime.now(utc) + timedelta(seconds=to_close_s + delay_s)
         self.scheduler.add_job(self.tick, "date", run_date=datetime.now(utc), id="catch-up")
-        self.scheduler.add_job(self.tick, IntervalTrigger(seconds=self.tick_interval_s,
-                                                          start_date=first, timezone=utc),
-                               id="tick")
+        self.scheduler.add_job(self.tick, self._tick_trigger(), id="tick")
         if self.notifier.watchdog_s:
             self.scheduler.add_job(self.watchdog, IntervalTrigger(
                 seconds=self.notifier.watchdog_s / 2, timezone=utc), id="watchdog",
@@ -224,6 +238,26 @@ class Daemon:
             for s, h in previous.items():
                 signal.signal(s, h)
         return self.finish()
+
+    def _tick_trigger(self) -> IntervalTrigger:
+        """Every candle period, `poll_delay_s` after a candle closes by the daemon's clock."""
+        delay_s = float(self.cfg["daemon.poll_delay_s"]) / self.speed
+        sim_now = self.clock.now_ms()
+        to_close_s = (self.step_ms - sim_now % self.step_ms) / 1000 / self.speed
+        first = datetime.now(UTC) + timedelta(seconds=to_close_s + delay_s)
+        return IntervalTrigger(seconds=self.tick_interval_s, start_date=first, timezone=UTC)
+
+    def _clock_stepped(self, step_s: float) -> None:
+        """The wall clock jumped: tick now, re-align the tick to candle closes on the new
+        clock, and run the watchdog and heartbeat now rather than at times set on the old one.
+        (The pipeline itself never moves backward: it only adds what is new.)"""
+        now = datetime.now(UTC)
+        self.scheduler.reschedule_job("tick", trigger=self._tick_trigger())
+        self.scheduler.add_job(self.tick, "date", run_date=now, id="catch-up",
+                               replace_existing=True)
+        for job_id in ("watchdog", "heartbeat"):
+            if self.scheduler.get_job(job_id) is not None:
+                self.scheduler.modify_job(job_id, next_run_time=now)
 
     def finish(self) -> int:
         self.stop.set()

@@ -77,6 +77,7 @@ class DaemonHarness:
                       "batch_size": 32, "threads": 1, **(model or {})},
             "daemon": {"clock": self.clock.spec(), "poll_delay_s": 0.5, "heartbeat_minutes": 1},
         })
+        self.extra_env: dict[str, str] = {}
         self.procs: list[subprocess.Popen[str]] = []
         self._logs: list[Any] = []
 
@@ -87,6 +88,7 @@ class DaemonHarness:
         e["NOTIFY_SOCKET"] = str(self.notify.path)
         if self.watchdog_usec:
             e["WATCHDOG_USEC"] = str(self.watchdog_usec)
+        e.update(self.extra_env)
         return e
 
     def start(self, *extra: str) -> subprocess.Popen[str]:

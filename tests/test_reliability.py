@@ -472,6 +472,60 @@ def test_clock_jumps_forward_and_backward(tmp_path: Path, minutes: dict[str, lis
         con.close()
 
 
+FAKETIME_LIB = next(iter(sorted([*Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"),
+                                  *Path("/usr/lib").glob("faketime/libfaketimeMT.so.1")])),
+                    None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(FAKETIME_LIB is None,
+                    reason="libfaketime is not installed (Debian: apt install faketime); the "
+                           "simulated-clock test above still runs")
+def test_the_real_daemon_under_faketime_survives_its_clock_stepping(
+        tmp_path: Path, minutes: dict[str, list[Any]]) -> None:
+    """The host's wall clock is stepped under the running process (libfaketime, re-read on
+    every call); the exchange's clock is not. At 60x, 120 wall seconds are 2 simulated hours."""
+    h = DaemonHarness(tmp_path, minutes, speed=60.0)
+    offset = tmp_path / "faketime.rc"
+    offset.write_text("+0\n")
+    h.extra_env = {"LD_PRELOAD": str(FAKETIME_LIB), "FAKETIME_TIMESTAMP_FILE": str(offset),
+                   "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+    def newest() -> int:
+        return h.query("select min(m) from (select max(ts) m from candles group by symbol)"
+                       )[0][0] or 0
+
+    try:
+        p = h.start()
+        h.wait_for(lambda: bool(h.query("select 1 from forecasts where model = 'seq2seq' "
+                                        "limit 1")), 60, "seq2seq forecasts")
+        marks = [newest()]
+        for shift, hold_s in (("+120", 6.0), ("-10", 8.0), ("+0", 0.0)):
+            offset.write_text(shift + "\n")
+            t_end = time.monotonic() + hold_s
+            while time.monotonic() < t_end:
+                marks.append(newest())
+                time.sleep(0.25)
+        # Back on true time: it catches up with the exchange and keeps pinging the watchdog.
+        h.wait_for(lambda: newest() >= h.clock.now_ms() - 3 * MINUTE, 30, "catching up")
+        t = time.monotonic()
+        h.wait_for(lambda: any(x > t for x in h.notify.times("WATCHDOG=1")), 10, "watchdog")
+        marks.append(newest())
+        code, _ = h.stop(p)
+        assert code == 0, h.log()[-3000:]
+        assert marks == sorted(marks), "the candle cursor moved backward"
+        assert "wall clock was stepped" in h.log()
+        exchange_now = h.clock.now_ms()
+        assert h.query("select count(*) from candles where ts + ? > ?", MINUTE,
+                       exchange_now)[0][0] == 0, "a candle the exchange had not closed"
+        assert h.query("select count(*) from forecasts where issued_ts + ? > ?", MINUTE,
+                       exchange_now)[0][0] == 0
+        invariants(h.db)
+        assert_no_holes(h)
+    finally:
+        h.close()
+
+
 # -- 7. the model misbehaving ----------------------------------------------------------------
 
 def _trained_store(tmp_path: Path, pair: dict[str, list[Any]]) -> tuple[Path, Path]:

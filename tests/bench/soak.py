@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -47,10 +48,18 @@ def main() -> None:
     # The first forecasts need lookback + horizon + enough windows: start a little in.
     start = parse_time(args.start) if args.start else inp.first_ts() + 600 * inp.step_ms
     samples: list[tuple[int, float]] = []
+    # Wall time between consecutive ticks that did not train: shows whether a tick's cost
+    # grows with the store (it must not: scoring and windows follow indexes).
+    tick_ms: list[float] = []
+    last = [time.perf_counter()]
 
     def on_tick(rep: TickReport) -> None:
         n = len(samples) + 1
         samples.append((n, rss_mb()) if n % 100 == 0 else (n, -1.0))
+        t = time.perf_counter()
+        if rep.training is None:
+            tick_ms.append((t - last[0]) * 1000)
+        last[0] = t
 
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "soak.db"
@@ -58,6 +67,8 @@ def main() -> None:
         res = replay.run(cfg, inp, start=start, end=None, out=str(out), on_tick=on_tick)
         wall = time.perf_counter() - t0
         rss = [(n, m) for n, m in samples if m > 0]
+        k = len(tick_ms) // 4
+        quarters = [tick_ms[i * k:(i + 1) * k] for i in range(4)]
         half = rss[len(rss) // 2][1]
         end = rss[-1][1]
         store = Store(str(out))
@@ -87,6 +98,7 @@ def main() -> None:
         "store_mb_per_million_forecasts": round(size / 2**20 / max(n_fc, 1) * 1e6, 1),
         "backup_mb": round(backup_size / 2**20, 2),
         "backup_s": round(backup_s, 3),
+        "tick_ms_median_by_quarter": [round(statistics.median(q), 2) for q in quarters],
     })
 
 
