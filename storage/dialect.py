@@ -162,9 +162,17 @@ def integrity_check(conn: Connection) -> list[str]:
     return [] if msgs == ["ok"] else msgs
 
 
-def checkpoint_wal(conn: Connection) -> None:
-    """Fold the WAL back into the main file so it does not grow without bound."""
-    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+def checkpoint_wal(engine: Engine) -> tuple[int, int, int]:
+    """Fold the WAL back into the main file and truncate it; returns SQLite's (busy, WAL
+    frames, frames checkpointed). On the bare DB-API connection: through SQLAlchemy the
+    statement would run inside the BEGIN IMMEDIATE the begin event opens, where SQLite
+    refuses to checkpoint ("database table is locked")."""
+    raw = engine.raw_connection()
+    try:
+        row = raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        raw.close()
+    return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
 
 
 def backup(engine: Engine, dest: Path) -> None:

@@ -103,10 +103,9 @@ class Store:
         except (DBAPIError, SQLAlchemyError) as e:
             raise translate(e, what) from e
 
-    def checkpoint_wal(self) -> None:
+    def checkpoint_wal(self) -> tuple[int, int, int]:
         try:
-            with self.engine.connect() as conn:
-                dialect.checkpoint_wal(conn)
+            return dialect.checkpoint_wal(self.engine)
         except (DBAPIError, SQLAlchemyError) as e:
             raise translate(e, "WAL checkpoint") from e
 

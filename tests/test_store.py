@@ -254,6 +254,21 @@ def test_scoring_work_does_not_grow_with_the_rows_already_scored(tmp_path: Path)
     assert big < 2 * small + 20, (small, big)
 
 
+def test_a_wal_checkpoint_folds_and_truncates_the_wal(tmp_path: Path) -> None:
+    s = Store(str(tmp_path / "w.db"))
+    s.open(now_ms=T)
+    with s.write() as conn:
+        candles.insert(conn, EX, SYM, TF, rows(2000))
+    wal = tmp_path / "w.db-wal"
+    assert wal.stat().st_size > 0
+    busy, frames, done = s.checkpoint_wal()
+    assert busy == 0 and frames == done
+    assert wal.stat().st_size == 0
+    with s.read() as conn:
+        assert candles.count(conn, EX, SYM, TF) == 2000
+    s.close()
+
+
 def test_instance_lock_is_exclusive_and_released_on_exit(tmp_path: Path) -> None:
     url = str(tmp_path / "lock.db")
     lock = dialect.acquire_instance_lock(url)
