@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -210,3 +211,48 @@ def test_systemd_analyze_verify_and_security(tmp_path: Path) -> None:
     assert s.returncode == 0, s.stdout[-2000:] + s.stderr
     score = float(s.stdout.split("Overall exposure level for tickcast.service:")[1].split()[0])
     assert score <= 2.0
+
+
+def test_ticks_fired_together_run_one_at_a_time_and_none_is_lost(
+        tmp_path: Path, minutes: dict[str, list[Any]]) -> None:
+    """The start-up catch-up and the first scheduled tick (or a re-alignment after a clock
+    step) can fire at once on the scheduler's two threads: they must not run side by side,
+    and the ones that found a tick running make it go round once more."""
+    from daemon import settings
+    from daemon.service import Daemon
+
+    h = DaemonHarness(tmp_path, minutes, watchdog_usec=None)
+    d = Daemon(settings.load(h.config, env={}, overrides={"storage.url": str(h.db)}), env={})
+    try:
+        d.start()
+        real = d.pipeline.tick
+        inside: list[int] = []
+        most = [0]
+        calls = [0]
+
+        def traced(now_ms: int, **kw: Any) -> Any:
+            inside.append(1)
+            most[0] = max(most[0], len(inside))
+            calls[0] += 1
+            try:
+                time.sleep(0.4)  # long enough for the other threads to fire meanwhile
+                return real(now_ms, **kw)
+            finally:
+                inside.pop()
+
+        d.pipeline.tick = traced  # type: ignore[method-assign]
+        threads = [threading.Thread(target=d.tick) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert most[0] == 1, "two ticks ran at the same time"
+        assert calls[0] == 2, "a tick fired meanwhile must make the running one go round once"
+        assert d.ticks == 2 and d.tick_errors == 0
+        assert h.query("select count(*) from candles")[0][0] > 0
+    finally:
+        d.stop.set()
+        d.store.close()
+        if d.lock is not None:
+            d.lock.release()
+        h.close()
