@@ -218,9 +218,12 @@ def test_ticks_fired_together_run_one_at_a_time_and_none_is_lost(
     """The start-up catch-up and the first scheduled tick (or a re-alignment after a clock
     step) can fire at once on the scheduler's two threads: they must not run side by side,
     and the ones that found a tick running make it go round once more."""
+    import torch
+
     from daemon import settings
     from daemon.service import Daemon
 
+    torch_threads = torch.get_num_threads()
     h = DaemonHarness(tmp_path, minutes, watchdog_usec=None)
     d = Daemon(settings.load(h.config, env={}, overrides={"storage.url": str(h.db)}), env={})
     try:
@@ -251,7 +254,13 @@ def test_ticks_fired_together_run_one_at_a_time_and_none_is_lost(
         assert d.ticks == 2 and d.tick_errors == 0
         assert h.query("select count(*) from candles")[0][0] > 0
     finally:
+        # Leave no training thread behind: it would share torch's global seed and thread
+        # count with the tests that follow in this process and make their runs differ.
         d.stop.set()
+        if d.train_future is not None:
+            d.train_future.exception(timeout=60)
+        d.train_pool.shutdown(wait=True)
+        torch.set_num_threads(torch_threads)
         d.store.close()
         if d.lock is not None:
             d.lock.release()
