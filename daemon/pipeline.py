@@ -37,6 +37,7 @@ class TickReport:
     skipped: dict[str, str] = field(default_factory=dict)  # model -> why no forecast
     training: TrainOutcome | None = None
     training_started: bool = False
+    newest_common: int | None = None  # newest candle every symbol had, closed by now_ms
 
 
 # A trainer is told "retrain on this history, started at this time"; replay runs it
@@ -76,7 +77,7 @@ class Pipeline:
         with self.store.write("score forecasts") as conn:
             rep.scored = forecasts.score(conn, now_ms, self.timeframe, self.step_ms)
         newest = self.newest(now_ms)
-        common = None if any(v is None for v in newest.values()) else min(newest.values())  # type: ignore[type-var]
+        common = rep.newest_common = _common(newest)
         if common is not None and self.retrain_due(common):
             self.retrain(common, now_ms, rep, trainer)
         rows = self.forecast(now_ms, rep, newest)
@@ -110,8 +111,7 @@ class Pipeline:
 
     def newest_common(self, now_ms: int | None = None) -> int | None:
         """The newest candle time every symbol has reached (seq2seq issues from it)."""
-        n = list(self.newest(now_ms).values())
-        return None if any(x is None for x in n) else min(n)  # type: ignore[type-var]
+        return _common(self.newest(now_ms))
 
     def last_attempt_end(self) -> int | None:
         if not self._attempt_loaded:
@@ -191,7 +191,7 @@ class Pipeline:
                 rep.issued[model.name] = end
                 self._issued[(model.name, sym)] = end
         s2s = self.models.seq2seq
-        common = min(present) if len(present) == len(self.symbols) else None
+        common = _common(newest)
         if not s2s.ready:
             rep.skipped[SEQ2SEQ] = "no trained model yet"
         elif common is not None and self._issued.get((SEQ2SEQ, ""), -1) < common:
@@ -226,3 +226,9 @@ class Pipeline:
                 yhat=float(f.yhat), lower=None if f.lower is None else float(f.lower),
                 upper=None if f.upper is None else float(f.upper), created_at=now_ms))
         return rows
+
+
+def _common(newest: dict[str, int | None]) -> int | None:
+    """The newest candle time every symbol has reached; None while one has none."""
+    times = list(newest.values())
+    return None if any(t is None for t in times) else min(times)  # type: ignore[type-var]

@@ -109,8 +109,6 @@ class Daemon:
             self._tick_lock.release()
 
     def _tick_once(self) -> None:
-        if self.stop.is_set():
-            return
         self.tick_done.clear()
         self.tick_started = monotonic()
         try:
@@ -191,7 +189,7 @@ class Daemon:
                 parts.append(f"{sym} exchange error")
             elif st is not None and st.stored > 50:
                 parts.append(f"{sym} caught up {st.stored} candles")
-        newest = self.pipeline.newest_common()
+        newest = rep.newest_common
         lag = None if newest is None else max(0, rep.now_ms - (newest + self.step_ms)) // 1000
         train = "; training" if self.models.training else ""
         lag_text = "" if lag is None else f"lag {lag}s; "
@@ -211,25 +209,24 @@ class Daemon:
 
     def run(self) -> int:
         self.start()
-        utc = UTC
         self.scheduler = SteppedClockScheduler(
             max_wait_s=min(5.0, max(0.5, self.tick_interval_s)),
             on_clock_step=self._clock_stepped,
-            timezone=utc,
+            timezone=UTC,
             executors={"default": APThreadPool(2)},
             # coalesce: a backlog of missed ticks runs once (ingestion resumes from the
             # store, so nothing is lost); max_instances: never two ticks at once;
             # misfire_grace_time None: a late tick still runs, it is never dropped.
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
-        self.scheduler.add_job(self.tick, "date", run_date=datetime.now(utc), id="catch-up")
+        self.scheduler.add_job(self.tick, "date", run_date=datetime.now(UTC), id="catch-up")
         self.scheduler.add_job(self.tick, self._tick_trigger(), id="tick")
         if self.notifier.watchdog_s:
             self.scheduler.add_job(self.watchdog, IntervalTrigger(
-                seconds=self.notifier.watchdog_s / 2, timezone=utc), id="watchdog",
-                next_run_time=datetime.now(utc))
+                seconds=self.notifier.watchdog_s / 2, timezone=UTC), id="watchdog",
+                next_run_time=datetime.now(UTC))
         self.scheduler.add_job(self.heartbeat, IntervalTrigger(
-            minutes=int(self.cfg["daemon.heartbeat_minutes"]), timezone=utc), id="heartbeat")
+            minutes=int(self.cfg["daemon.heartbeat_minutes"]), timezone=UTC), id="heartbeat")
         previous = {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM,
                                                                       signal.SIGINT)}
         try:
