@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +263,18 @@ def test_damaged_checkpoints_are_refused(trained: Seq2SeqForecaster, tmp_path: P
                    "empty": b""}[damage])
     with pytest.raises(checkpoint.CheckpointError):
         Seq2SeqForecaster(small_config()).load(p)
+
+
+def test_random_bytes_are_always_refused_as_a_checkpoint(tmp_path: Path) -> None:
+    """Damaged files fail inside torch's unpickler in many ways (IndexError, KeyError, a
+    warning about an odd pickle protocol...); every one must become CheckpointError, or a
+    corrupted file would crash the daemon's start-up instead of falling back."""
+    rng = random.Random(7)
+    p = tmp_path / "seq2seq-x.ckpt"
+    for _ in range(400):  # about 1 in 15 escaped before the boundary caught everything
+        p.write_bytes(rng.randbytes(rng.choice([50, 300, 5000])))
+        with pytest.raises(checkpoint.CheckpointError):
+            checkpoint.read(p)
 
 
 def test_writes_are_atomic_owner_only_and_temp_files_never_loaded(
