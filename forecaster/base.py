@@ -8,8 +8,10 @@ store, the exchange or the clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -18,9 +20,10 @@ import numpy as np
 class History:
     """Candles of several symbols on one regular time grid.
 
-    ``ts[i] = ts[0] + i * step_ms``; a candle that is missing is NaN in both
-    ``close`` and ``volume`` (never forward-filled here: windows that touch a
-    NaN are simply not used).
+    ``ts[i] = ts[0] + i * step_ms``; a candle that is missing is NaN in every
+    column (never forward-filled here: windows that touch a NaN are simply not
+    used). ``open``, ``high`` and ``low`` default to ``close`` when not given
+    (a series of closes only, as the toy problems are).
     """
 
     ts: np.ndarray  # (n,) int64, epoch ms of candle open
@@ -28,10 +31,18 @@ class History:
     volume: np.ndarray  # (n, S) float64
     symbols: tuple[str, ...]
     step_ms: int
+    open: np.ndarray = None  # type: ignore[assignment]  # (n, S), defaults to close
+    high: np.ndarray = None  # type: ignore[assignment]
+    low: np.ndarray = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        for name in ("open", "high", "low"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, self.close)
         n = len(self.ts)
-        if self.close.shape != (n, len(self.symbols)) or self.volume.shape != self.close.shape:
+        shape = (n, len(self.symbols))
+        if any(a.shape != shape for a in (self.close, self.volume, self.open, self.high,
+                                          self.low)):
             raise ValueError(
                 f"History shapes disagree: ts {self.ts.shape}, close {self.close.shape}, "
                 f"volume {self.volume.shape}, symbols {len(self.symbols)}"
@@ -42,13 +53,23 @@ class History:
     def __len__(self) -> int:
         return len(self.ts)
 
+    def rows(self, sl: slice) -> History:
+        return History(self.ts[sl], self.close[sl], self.volume[sl], self.symbols, self.step_ms,
+                       self.open[sl], self.high[sl], self.low[sl])
+
+    def columns(self, symbols: tuple[str, ...]) -> History:
+        """The same rows for some of the symbols."""
+        k = [self.symbols.index(s) for s in symbols]
+        return History(self.ts, self.close[:, k], self.volume[:, k], tuple(symbols),
+                       self.step_ms, self.open[:, k], self.high[:, k], self.low[:, k])
+
     def tail(self, n: int) -> History:
-        return History(self.ts[-n:], self.close[-n:], self.volume[-n:], self.symbols, self.step_ms)
+        return self.rows(slice(max(len(self) - n, 0), None))
 
     def upto(self, ts_incl: int) -> History:
         """The part with ts <= ts_incl (what was known at that candle's close)."""
         k = int(np.searchsorted(self.ts, ts_incl, side="right"))
-        return History(self.ts[:k], self.close[:k], self.volume[:k], self.symbols, self.step_ms)
+        return self.rows(slice(0, k))
 
 
 @dataclass(frozen=True)
@@ -60,21 +81,74 @@ class Forecast:
     upper: float | None  # 90% quantile
 
 
-@dataclass
-class LearnResult:
-    accepted: bool
-    reason: str  # why it was accepted or rejected, for logs and training_runs
+class RejectCode(StrEnum):
+    """Why a training run's result was not kept (stored in training_runs.reason)."""
+
+    NOT_ENOUGH_DATA = "not-enough-data"
+    NON_FINITE = "non-finite"  # a loss or gradient was NaN or infinite
+    WORSE_THAN_CURRENT = "worse-than-current"  # worse than the model in use on validation
+
+
+@dataclass(frozen=True)
+class TrainStats:
     n_windows: int = 0
+    steps: int = 0
     train_loss: float | None = None
     val_loss: float | None = None
     prev_val_loss: float | None = None
-    steps: int = 0
     device: str = "cpu"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """A new model that validation preferred; installed only by `adopt`."""
+
+    candidate: Any
+    version: str
+    reason: str
+    stats: TrainStats
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The model in use stays."""
+
+    code: RejectCode
+    reason: str
+    stats: TrainStats
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """Training was asked to stop (shutdown) before it finished; nothing changes."""
+
+    reason: str
+    stats: TrainStats
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """The model has nothing to learn (the baselines): nothing to record or persist."""
+
+    reason: str = "nothing to learn"
+
+
+LearnOutcome = Accepted | Rejected | Stopped | Unchanged
+
+
+@runtime_checkable
 class Forecaster(Protocol):
+    """What the pipeline needs from a model; the baselines and seq2seq alike.
+
+    `joint` models read every symbol of a history together and forecast from the newest
+    time all symbols have reached; the others forecast each symbol from its own column
+    as soon as its candle is there. `context` is how many candles of history `forecast`
+    wants (it may get fewer on a young store).
+    """
+
     name: str
+    joint: bool
+    context: int
 
     @property
     def version(self) -> str:
@@ -86,13 +160,28 @@ class Forecaster(Protocol):
         """Whether forecast() can be called (a model without weights is not ready)."""
         ...
 
-    def learn(self, history: History) -> LearnResult: ...
+    def learn(self, history: History, *,
+              should_stop: Callable[[], bool] | None = None) -> LearnOutcome:
+        """Train on `history` (ending at the newest closed candle); installs nothing."""
+        ...
 
-    def forecast(self, window: History, horizons: list[int]) -> list[Forecast]:
-        """Forecasts from a window whose last row is the newest closed candle.
+    def adopt(self, candidate: Any) -> None:
+        """Install the candidate of an `Accepted` outcome."""
+        ...
 
-        Raises :class:`NotEnoughData` when the window is too short or has holes.
+    def forecast(self, history: History, horizons: list[int]) -> list[Forecast]:
+        """Forecasts from a history whose last row is the newest closed candle.
+
+        Raises :class:`CannotForecast` when this history cannot be forecast from.
         """
+        ...
+
+    def dumps(self, candidate: Any | None = None) -> bytes:
+        """The model in use (or a candidate) as checkpoint bytes: tensors and JSON only."""
+        ...
+
+    def loads(self, data: bytes) -> None:
+        """Install a model from checkpoint bytes; CheckpointError leaves the current one."""
         ...
 
 

@@ -1,33 +1,39 @@
-"""Naive baselines that share the forecaster protocol.
+"""The baselines: models like the seq2seq, through the same protocol, with honest bands.
 
-`naive` forecasts the last close for every horizon (the random walk, the bar
-every model must clear). `drift` extends the average log return of its window
-(the classic drift method). Both carry an 80 % band from the window's own
-one-step spread, widened with sqrt(horizon) as a random walk would.
-Neither learns anything: their windows are their whole state.
+`naive` forecasts the last close for every horizon (the random walk, the bar every model
+must clear). `drift` is the textbook drift method fitted on the history it is given (the
+training window): the slope of the log close from its first to its last point, carried
+on from the last close. Both carry the RiskMetrics 80 % band: an exponentially weighted
+variance of one-step log returns (decay `ewma_lambda` per candle, mean zero), widened with
+the square root of the horizon. That band is the standard a learned band has to beat.
+Neither learns anything: what they need is in the history handed to `forecast`.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from . import windows
-from .base import Forecast, History, LearnResult, NotEnoughData
-
-Z80 = 1.2815515655446004  # standard normal 90 % quantile: a central 80 % band
+from . import checkpoint
+from .base import Forecast, History, LearnOutcome, NotEnoughData, Unchanged
+from .volatility import Z80, riskmetrics_sigma
 
 
 class _Baseline:
     name = "baseline"
-    code_version = "1"
+    code_version = "2"
+    joint = False
 
-    def __init__(self, lookback: int = 240) -> None:
-        if lookback < 2:
-            raise ValueError("lookback must be at least 2")
-        self.lookback = lookback
+    def __init__(self, *, context: int = 1500, ewma_lambda: float = 0.94) -> None:
+        if context < 2:
+            raise ValueError("context must be at least 2 candles")
+        if not 0 < ewma_lambda < 1:
+            raise ValueError("ewma_lambda must be in (0, 1)")
+        self.context = context
+        self.ewma_lambda = ewma_lambda
 
     @property
     def version(self) -> str:
@@ -37,38 +43,42 @@ class _Baseline:
     def ready(self) -> bool:
         return True
 
-    def learn(self, history: History) -> LearnResult:
-        return LearnResult(True, f"{self.name}: nothing to learn")
+    def learn(self, history: History, *,
+              should_stop: Callable[[], bool] | None = None) -> LearnOutcome:
+        return Unchanged(f"{self.name}: nothing to learn")
 
-    def _window(self, window: History) -> tuple[np.ndarray, np.ndarray]:
-        if len(window) == 0:
-            raise NotEnoughData("empty window")
-        tail = window.tail(min(len(window), self.lookback + 1))
-        if not np.all(np.isfinite(tail.close[-1])):
+    def adopt(self, candidate: Any) -> None:  # pragma: no cover - never Accepted
+        raise TypeError(f"{self.name} has no candidates")
+
+    def dumps(self, candidate: Any | None = None) -> bytes:
+        return checkpoint.dumps({}, {"model": self.name, "version": self.version})
+
+    def loads(self, data: bytes) -> None:
+        checkpoint.loads(data, self.name)
+
+    def _slope(self, logc: np.ndarray) -> np.ndarray:
+        return np.zeros(logc.shape[1])
+
+    def forecast(self, history: History, horizons: list[int]) -> list[Forecast]:
+        if len(history) == 0:
+            raise NotEnoughData("empty history")
+        h = history.tail(self.context)
+        last = h.close[-1]
+        if not np.all(np.isfinite(last)):
             raise NotEnoughData("the newest candle is missing")
-        r = windows.log_returns(tail.close)[1:]
-        return tail.close[-1], r
-
-    def _drift(self, r: np.ndarray) -> np.ndarray:
-        return np.zeros(r.shape[1])
-
-    def forecast(self, window: History, horizons: list[int]) -> list[Forecast]:
-        last, r = self._window(window)
-        with warnings.catch_warnings():
-            # A window without a single complete return gives NaN: no band, see below.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            sigma = np.sqrt(np.nanmean(r * r, axis=0)) if len(r) else np.full(len(last), np.nan)
-            mu = self._drift(r)
+        sigma = riskmetrics_sigma(h.close, self.ewma_lambda)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mu = self._slope(np.log(h.close))
         out = []
-        for s, sym in enumerate(window.symbols):
-            for h in horizons:
-                centre = float(last[s]) * math.exp(mu[s] * h)
-                if math.isfinite(sigma[s]) and len(r) >= 2:
-                    band = Z80 * float(sigma[s]) * math.sqrt(h)
-                    lo, hi = centre * math.exp(-band), centre * math.exp(band)
-                else:
+        for s, sym in enumerate(h.symbols):
+            for k in horizons:
+                centre = float(last[s]) * math.exp(float(mu[s]) * k)
+                if math.isfinite(sigma[s]) and sigma[s] > 0:
+                    half = Z80 * float(sigma[s]) * math.sqrt(k)
+                    lo, hi = centre * math.exp(-half), centre * math.exp(half)
+                else:  # not a single return yet: no band rather than a made-up one
                     lo = hi = None
-                out.append(Forecast(sym, h, centre, lo, hi))
+                out.append(Forecast(sym, k, centre, lo, hi))
         return out
 
 
@@ -79,7 +89,13 @@ class Naive(_Baseline):
 class Drift(_Baseline):
     name = "drift"
 
-    def _drift(self, r: np.ndarray) -> np.ndarray:
-        # Average over the window's returns; holes (NaN) are left out, not filled.
-        mu = np.nanmean(r, axis=0) if len(r) else np.zeros(r.shape[1])
-        return np.where(np.isfinite(mu), mu, 0.0)
+    def _slope(self, logc: np.ndarray) -> np.ndarray:
+        """(log close at the last point − at the first) / candles between, per symbol;
+        missing candles are skipped, never filled; 0 without two points."""
+        out = np.zeros(logc.shape[1])
+        for s in range(logc.shape[1]):
+            ok = np.flatnonzero(np.isfinite(logc[:, s]))
+            if len(ok) >= 2 and ok[-1] > ok[0]:
+                out[s] = (logc[ok[-1], s] - logc[ok[0], s]) / (ok[-1] - ok[0])
+        return out
+

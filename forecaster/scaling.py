@@ -1,9 +1,11 @@
-"""Scaling fit on the training window only, and its exact inverse.
+"""Normalisation fit on the training window only, in units of the issue-time volatility.
 
-Inputs are standardised per feature. Targets (cumulative log returns k steps
-ahead) are divided by sigma * sqrt(k), sigma being the one-step return spread
-of each symbol: every horizon then weighs about the same in the loss, and a
-model output of 0 means "no change", exactly the naive forecast.
+Every window is expressed relative to what was known at its issue time t: its returns and
+candle ranges are divided by the one-step volatility the prior expects for t + 1, and
+its target path (cumulative log returns 1..H steps on) by the volatility the prior
+expects for each step of that path. The network thus predicts standardised paths: a
+band of ±1.28 means "the prior's 80 % band", and the band follows the volatility regime
+by construction. Volume is standardised by the training window's mean and spread.
 """
 
 from __future__ import annotations
@@ -13,66 +15,117 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CLIP = 8.0  # standardised inputs beyond this are clipped: one crash candle must not dominate
+from .base import History
+from . import windows
+from .volatility import Z80, VolPrior
+
+CLIP = 8.0  # normalised inputs beyond this are clipped: one crash candle must not dominate
+REGIME_CLIP = 3.0  # |log(fast / slow)| beyond this is clipped
+COVERAGE = 0.8
 
 
 @dataclass(frozen=True)
-class Scaler:
-    mean: np.ndarray  # (F,)
-    std: np.ndarray  # (F,)
-    sigma: np.ndarray  # (S,) one-step log-return spread per symbol
+class Scales:
+    """The issue-time volatility of a batch of windows."""
+
+    sigma1: np.ndarray  # (m, S) one-step volatility expected for the next candle
+    path_sd: np.ndarray  # (m, H, S) expected spread of the cumulative log return
+    regime: np.ndarray  # (m, S) log(fast / slow): how hot volatility is right now
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    prior: VolPrior
+    vol_mean: np.ndarray  # (S,) of log volume
+    vol_std: np.ndarray  # (S,)
+    n_symbols: int
+    # (H, S) half-width of the prior's 80 % band in standardised units: the 80 % quantile of
+    # |standardised move| on the training windows. Fat tails make it differ from 1.28.
+    base: np.ndarray
 
     @classmethod
-    def fit(cls, feats: np.ndarray, n_symbols: int) -> Scaler:
-        """Fit on the rows of a training window (NaN rows ignored).
-
-        >>> f = np.array([[0.01, 1.0], [-0.01, 3.0], [np.nan, 5.0]])
-        >>> s = Scaler.fit(f, 1)
-        >>> s.mean.round(3).tolist(), s.std.round(3).tolist(), s.sigma.round(3).tolist()
-        ([0.0, 3.0], [0.01, 1.633], [0.01])
-        """
+    def fit(cls, h: History, ends: np.ndarray, horizon: int) -> Normaliser:
+        """Fit on a training history and its training windows (ending at rows `ends`, whose
+        targets lie inside `h`): nothing later is seen."""
         with warnings.catch_warnings():
-            # An all-NaN column (no usable return yet) is handled just below.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(feats, axis=0)
-            std = np.nanstd(feats, axis=0)
-            r = feats[:, :n_symbols]
-            sigma = np.sqrt(np.nanmean(r * r, axis=0))
-        # A constant feature (e.g. zero volume everywhere) gets unit scale, not a division by 0.
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: see below
+            lv = np.log1p(np.where(h.volume >= 0, h.volume, np.nan))
+            mean = np.nanmean(lv, axis=0)
+            std = np.nanstd(lv, axis=0)
         mean = np.where(np.isfinite(mean), mean, 0.0)
-        std = np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
-        sigma = np.where(np.isfinite(sigma) & (sigma > 1e-12), sigma, 1e-4)
-        return cls(mean, std, sigma)
+        std = np.where(np.isfinite(std) & (std > 1e-9), std, 1.0)
+        n_s = len(h.symbols)
+        norm = cls(VolPrior.fit(h, horizon), mean, std, n_s, np.full((horizon, n_s), Z80))
+        z = norm.targets(windows.targets(h.close, ends, horizon), norm.scales(h, ends, horizon))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            base = np.nanquantile(np.abs(z), COVERAGE, axis=0)
+        base = np.where(np.isfinite(base) & (base > 0.05), base, Z80)
+        return cls(norm.prior, mean, std, n_s, base)
 
-    def inputs(self, feats: np.ndarray) -> np.ndarray:
-        return np.clip((feats - self.mean) / self.std, -CLIP, CLIP)
+    def scales(self, h: History, ends: np.ndarray, horizon: int) -> Scales:
+        """Issue-time scales for windows ending at rows `ends` of `h` (from rows <= end)."""
+        fast, slow = self.prior.levels(h)
+        return self._scales(fast[ends], slow[ends], h.ts[ends], horizon)
 
-    def target_scale(self, horizon: int) -> np.ndarray:
-        """(H, S) divisor of the cumulative return k steps ahead."""
-        k = np.sqrt(np.arange(1, horizon + 1, dtype=np.float64))
-        return k[:, None] * self.sigma[None, :]
+    def scales_last(self, h: History, horizon: int) -> Scales:
+        """`scales` for one window ending at the last row, computed in O(n)."""
+        fast, slow = self.prior.levels_last(h)
+        return self._scales(fast[None], slow[None], h.ts[-1:], horizon)
 
-    def scale_targets(self, y: np.ndarray) -> np.ndarray:
-        """(m, H, S) cumulative log returns -> model units."""
-        return y / self.target_scale(y.shape[1])[None]
+    def _scales(self, fast: np.ndarray, slow: np.ndarray, ts_end: np.ndarray,
+                horizon: int) -> Scales:
+        var = self.prior.path(fast, slow, ts_end, horizon)
+        sd = np.sqrt(var)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            regime = np.clip(np.log(fast / slow), -REGIME_CLIP, REGIME_CLIP)
+        return Scales(sd[:, 0, :], sd, np.nan_to_num(regime))
 
-    def unscale_targets(self, z: np.ndarray) -> np.ndarray:
-        """Inverse of scale_targets; the extra trailing axis (quantiles) is allowed.
+    def inputs(self, rows: np.ndarray, sigma1: np.ndarray) -> np.ndarray:
+        """Normalised encoder inputs from `windows.row_features` rows.
 
-        >>> s = Scaler(np.zeros(2), np.ones(2), np.array([0.02]))
-        >>> y = np.array([[[0.01], [0.03]]])
-        >>> bool(np.allclose(s.unscale_targets(s.scale_targets(y)), y))
+        rows: (m, L, 3S + 4); sigma1: (m, S). Returns (m, L, 3S + 4), NaN turned to 0
+        (the mean) only where the window check already allowed it (never a return).
+        """
+        s = self.n_symbols
+        out = rows.copy()
+        out[..., :s] = rows[..., :s] / sigma1[:, None, :]
+        out[..., s:2 * s] = rows[..., s:2 * s] / sigma1[:, None, :]
+        out[..., 2 * s:3 * s] = (rows[..., 2 * s:3 * s] - self.vol_mean) / self.vol_std
+        return np.nan_to_num(np.clip(out, -CLIP, CLIP), nan=0.0)
+
+    def targets(self, moves: np.ndarray, scales: Scales) -> np.ndarray:
+        """(m, H, S) cumulative log returns -> standardised units."""
+        return moves / scales.path_sd
+
+    def unscale(self, z: np.ndarray, scales: Scales) -> np.ndarray:
+        """Inverse of `targets`; a trailing quantile axis is allowed.
+
+        >>> from forecaster.volatility import VolPrior
+        >>> n = Normaliser(VolPrior(0.9, 0.99, 0.9, 0.5, np.ones((48, 1)), 60_000),
+        ...                np.zeros(1), np.ones(1), 1, np.ones((2, 1)))
+        >>> sc = Scales(np.ones((1, 1)), np.array([[[0.02], [0.03]]]), np.zeros((1, 1)))
+        >>> y = np.array([[[0.01], [-0.03]]])
+        >>> bool(np.allclose(n.unscale(n.targets(y, sc), sc), y))
         True
         """
-        scale = self.target_scale(z.shape[1])
         if z.ndim == 4:
-            return z * scale[None, :, :, None]
-        return z * scale[None]
+            return z * scales.path_sd[..., None]
+        return z * scales.path_sd
 
-    def to_json(self) -> dict[str, list[float]]:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "sigma": self.sigma.tolist()}
+    def to_json(self) -> dict[str, object]:
+        return {"prior": self.prior.to_json(), "vol_mean": self.vol_mean.tolist(),
+                "vol_std": self.vol_std.tolist(), "n_symbols": self.n_symbols,
+                "base": self.base.tolist()}
 
     @classmethod
-    def from_json(cls, d: dict[str, list[float]]) -> Scaler:
-        return cls(np.asarray(d["mean"], float), np.asarray(d["std"], float),
-                   np.asarray(d["sigma"], float))
+    def from_json(cls, d: dict[str, object]) -> Normaliser:
+        prior = VolPrior.from_json(d["prior"])  # type: ignore[arg-type]
+        n = int(d["n_symbols"])  # type: ignore[call-overload]
+        mean = np.asarray(d["vol_mean"], dtype=np.float64)
+        std = np.asarray(d["vol_std"], dtype=np.float64)
+        base = np.asarray(d["base"], dtype=np.float64)
+        if mean.shape != (n,) or std.shape != (n,) or prior.profile.shape[1] != n or \
+                base.ndim != 2 or base.shape[1] != n or not np.all(np.isfinite(base)):
+            raise ValueError("normaliser does not match the number of symbols")
+        return cls(prior, mean, std, n, base)

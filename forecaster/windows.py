@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import History
+from .volatility import garman_klass, log_returns
 
 TIME_FEATURES = 4  # time of day sin/cos, day of week sin/cos
 _DAY_MS = 86_400_000
@@ -30,29 +31,19 @@ def time_features(ts: np.ndarray) -> np.ndarray:
     return np.stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)], axis=1)
 
 
-def log_returns(close: np.ndarray) -> np.ndarray:
-    """One-step log returns, row 0 is NaN (no previous close).
+def row_features(h: History) -> np.ndarray:
+    """Per-row features before normalisation (n, 3S + 4): log return (S), square root of
+    the Garman–Klass range variance (S), log volume (S), calendar (4).
 
-    >>> log_returns(np.array([[1.0], [np.e], [np.e]])).ravel().tolist()
-    [nan, 1.0, 0.0]
-    """
-    close = np.asarray(close, dtype=np.float64)
-    out = np.full_like(close, np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out[1:] = np.log(close[1:] / close[:-1])
-    return out
-
-
-def raw_features(h: History) -> np.ndarray:
-    """Per-row features before scaling: returns (S), log volume (S), calendar (4).
-
-    Rows whose return cannot be computed (first row, or next to a hole) are NaN
-    in the return columns, which keeps windows from using them.
+    The return and range columns are divided by the issue-time volatility per window
+    (`scaling.Normaliser`); a row whose return cannot be computed (first row, next to a
+    hole) is NaN there, which keeps windows from using it.
     """
     r = log_returns(h.close)
-    with np.errstate(invalid="ignore"):
+    rng = np.sqrt(garman_klass(h.open, h.high, h.low, h.close))
+    with np.errstate(invalid="ignore", divide="ignore"):
         lv = np.log1p(np.where(h.volume >= 0, h.volume, np.nan))
-    return np.concatenate([r, lv, time_features(h.ts)], axis=1)
+    return np.concatenate([r, rng, lv, time_features(h.ts)], axis=1)
 
 
 def valid_ends(h: History, lookback: int, horizon: int) -> np.ndarray:
@@ -80,12 +71,12 @@ def valid_ends(h: History, lookback: int, horizon: int) -> np.ndarray:
 
 
 def window_ok(h: History, lookback: int) -> bool:
-    """Whether the last lookback+1 closes are all present (a forecast can be made)."""
+    """Whether the last lookback+1 candles are all present (a forecast can be made)."""
     if len(h) < lookback + 1:
         return False
-    tail_c = h.close[-(lookback + 1):]
-    tail_v = h.volume[-(lookback + 1):]
-    return bool(np.all(np.isfinite(tail_c)) and np.all(np.isfinite(tail_v)))
+    k = slice(len(h) - lookback - 1, None)
+    return all(bool(np.all(np.isfinite(a[k]))) for a in (h.close, h.volume, h.high, h.low,
+                                                             h.open))
 
 
 def targets(close: np.ndarray, ends: np.ndarray, horizon: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 Imports nothing from the rest of the project (SPEC §2).
 """
 
-from . import candles, dialect, forecasts, migrations, runs, schema, views
+from . import candles, checkpoints, dialect, forecasts, migrations, runs, schema, views
 from .errors import SchemaTooNew, StorageError, StoreBusy, StoreCorrupt
 from .forecasts import ForecastRow
 from .migrations import LATEST as SCHEMA_VERSION
@@ -18,6 +18,7 @@ __all__ = [
     "StoreBusy",
     "StoreCorrupt",
     "candles",
+    "checkpoints",
     "dialect",
     "forecasts",
     "migrations",

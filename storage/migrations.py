@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Engine, func, insert, inspect, select
 from sqlalchemy.engine import Connection
 
 from .errors import SchemaTooNew
-from .schema import schema_version
+from .schema import checkpoints, schema_version, training_runs
 from .views import accuracy_sql, forecast_errors_sql
 
 log = logging.getLogger(__name__)
@@ -147,10 +148,57 @@ def _v2(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX forecasts_target ON forecasts (target_ts)")
 
 
+_V3_DDL = [
+    """CREATE TABLE checkpoints (
+    id INTEGER NOT NULL,
+    model VARCHAR(32) NOT NULL,
+    model_version VARCHAR(64) NOT NULL,
+    exchange VARCHAR(32) NOT NULL,
+    timeframe VARCHAR(8) NOT NULL,
+    created_at BIGINT NOT NULL,
+    format_version INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT checkpoints_key UNIQUE (model, exchange, timeframe, model_version)
+)""",
+]
+
+
+def _v3(conn: Connection) -> None:
+    for ddl in _V3_DDL:
+        conn.exec_driver_sql(ddl)
+    _create_views(conn)
+    _import_checkpoint_files(conn)
+
+
+def _import_checkpoint_files(conn: Connection) -> None:
+    """Stores from before v3 kept accepted checkpoints as files beside the store; their
+    paths are in training_runs.checkpoint. Import each file that still exists (nothing
+    lost); a missing or unreadable file is logged and skipped, as a bad file always was."""
+    rows = conn.execute(
+        select(training_runs.c.model, training_runs.c.model_version, training_runs.c.exchange,
+               training_runs.c.timeframe, training_runs.c.finished_at,
+               training_runs.c.checkpoint)
+        .where(training_runs.c.status == "accepted", training_runs.c.checkpoint.is_not(None))
+        .order_by(training_runs.c.id)
+    ).fetchall()
+    for model, version, exchange, timeframe, finished, path in rows:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            log.warning("checkpoint of %s %s not imported: %s", model, version, e)
+            continue
+        conn.execute(insert(checkpoints).values(
+            model=model, model_version=version, exchange=exchange or "", timeframe=timeframe or "",
+            created_at=finished or 0, format_version=1, data=data))
+        log.info("imported checkpoint %s of %s from %s", version, model, path)
+
+
 # Append new steps here; never edit a step that has shipped.
 MIGRATIONS: list[Migration] = [
     Migration(1, "candles, empty_candles, forecasts, training_runs, views", _v1),
     Migration(2, "index forecasts by target time (recent-error queries)", _v2),
+    Migration(3, "checkpoints in the store; interval score and skill in forecast_accuracy", _v3),
 ]
 LATEST = MIGRATIONS[-1].version
 

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -144,6 +145,23 @@ training_runs = Table(
     CheckConstraint(
         "status IN ('running', 'accepted', 'rejected', 'failed')", name="training_runs_status"
     ),
+)
+
+# Accepted models, so that a daemon on any host, in any working directory, serves the newest
+# model of its exchange and timeframe. `data` holds tensors and JSON only (a torch zip read
+# back with weights_only=True); it is committed together with its training_runs row.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(32), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("exchange", String(32), nullable=False),
+    Column("timeframe", String(8), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("format_version", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    UniqueConstraint("model", "exchange", "timeframe", "model_version", name="checkpoints_key"),
 )
 
 # Small key/value facts about the store itself (who created it, replay inputs).

@@ -15,8 +15,17 @@ def accuracy_sql(*, since_param: str | None = None) -> str:
     ``mase`` divides the model's MAE by the MAE of ``naive`` on exactly the same
     symbol, horizon and issue times (rows without a scored naive twin are left
     out of both sides), so below 1 beats the random walk.
+
+    ``interval_score`` is the mean 80 % interval score over scored rows with a band:
+    (upper - lower) + 10 (lower - actual)+ + 10 (actual - upper)+, lower is better.
+    ``interval_skill`` divides it by naive's on the same issue times (both banded and
+    scored), as ``mase`` does for the MAE: below 1 is a better band than naive's.
+    Written with CASE rather than MAX/GREATEST so it reads the same on every back-end.
     """
     since = f" AND f.issued_ts >= :{since_param}" if since_param else ""
+    score_f = _interval_score_sql("f")
+    score_n = _interval_score_sql("n")
+    paired = "f.lower IS NOT NULL AND n.lower IS NOT NULL AND n.error IS NOT NULL"
     return f"""
 SELECT
     f.model AS model,
@@ -36,7 +45,10 @@ SELECT
         / NULLIF(AVG(ABS(n.error)), 0) AS mase,
     COUNT(n.error) AS n_paired,
     MIN(f.issued_ts) AS first_issued_ts,
-    MAX(f.issued_ts) AS last_issued_ts
+    MAX(f.issued_ts) AS last_issued_ts,
+    AVG(CASE WHEN f.lower IS NULL THEN NULL ELSE {score_f} END) AS interval_score,
+    AVG(CASE WHEN {paired} THEN {score_f} ELSE NULL END)
+        / NULLIF(AVG(CASE WHEN {paired} THEN {score_n} ELSE NULL END), 0) AS interval_skill
 FROM forecasts AS f
 LEFT JOIN forecasts AS n
     ON n.model = 'naive'
@@ -49,6 +61,13 @@ LEFT JOIN forecasts AS n
 WHERE f.actual IS NOT NULL{since}
 GROUP BY f.model, f.exchange, f.symbol, f.timeframe, f.horizon
 """
+
+
+def _interval_score_sql(t: str) -> str:
+    """The 80 % interval score of one row of table alias `t` (portable SQL)."""
+    return (f"(({t}.upper - {t}.lower)"
+            f" + 10.0 * CASE WHEN {t}.lower > {t}.actual THEN {t}.lower - {t}.actual ELSE 0 END"
+            f" + 10.0 * CASE WHEN {t}.actual > {t}.upper THEN {t}.actual - {t}.upper ELSE 0 END)")
 
 
 def forecast_errors_sql() -> str:
