@@ -58,7 +58,12 @@ class History:
                        self.open[sl], self.high[sl], self.low[sl])
 
     def columns(self, symbols: tuple[str, ...]) -> History:
-        """The same rows for some of the symbols."""
+        """The same rows for some of the symbols (a view, not a copy, for one symbol)."""
+        if len(symbols) == 1:
+            j = self.symbols.index(symbols[0])
+            sl = slice(j, j + 1)
+            return History(self.ts, self.close[:, sl], self.volume[:, sl], tuple(symbols),
+                           self.step_ms, self.open[:, sl], self.high[:, sl], self.low[:, sl])
         k = [self.symbols.index(s) for s in symbols]
         return History(self.ts, self.close[:, k], self.volume[:, k], tuple(symbols),
                        self.step_ms, self.open[:, k], self.high[:, k], self.low[:, k])

@@ -40,6 +40,7 @@ from .base import (
 )
 from .device import describe, resolve
 from .model import Seq2Seq, pinball
+from .optim import Adam
 from .scaling import CLIP, Normaliser, Scales
 
 WARMUP_ROWS = 100  # rows before the volatility EWMAs are trusted enough to end a window
@@ -355,7 +356,7 @@ class Seq2SeqForecaster:
         cfg = self.config
         # Adam: robust to the very different gradient scales of the encoder and the head;
         # a constant rate because warm starts are short and many.
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+        opt = Adam(net.parameters(), lr=cfg.learning_rate)
         net.train()
         losses: list[float] = []
         m = len(w.ends)
@@ -369,7 +370,7 @@ class Seq2SeqForecaster:
             if not torch.isfinite(loss):
                 return {"steps": step, "loss": _mean(losses), "stopped": False,
                         "error": f"non-finite training loss at step {step}"}
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             if not torch.isfinite(norm):

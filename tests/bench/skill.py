@@ -35,7 +35,7 @@ import time
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +234,8 @@ def _fit(x: np.ndarray, start: np.ndarray | None) -> tuple[Any | None, str | Non
 def garch_path(series: Series, first: int, last: int, window: int, every: int) -> GarchPath:
     """Refit every `every` issue candles on the `window` returns ending at the refit candle;
     between refits the variance is filtered forward with the fitted parameters. A fit that
-    fails keeps the previous parameters (the first one is used as it came out)."""
+    fails keeps the previous parameters (a first one that did not converge is used as it
+    came out when its parameters are finite)."""
     from scipy.stats import t as student_t
 
     r = series.log_returns() * 100  # percent: the scale arch's optimiser is tuned for
@@ -253,7 +254,8 @@ def garch_path(series: Series, first: int, last: int, window: int, every: int) -
                 path.failed += 1
                 if len(path.failures) < 5:
                     path.failures.append(f"{i}: {why}")
-            if res is not None and (why is None or params is None):
+            usable = res is not None and np.all(np.isfinite(res.params.to_numpy()))
+            if usable and (why is None or params is None):
                 params = res.params.to_numpy()
                 omega, alpha, beta, _ = params
                 sigma2 = float(res.conditional_volatility[-1]) ** 2
@@ -314,6 +316,8 @@ def analyse(db: Path, series: dict[str, Series], start: int, end: int,
               if all(m in by for m in models)
               and all(by[m].lower is not None and by[m].upper is not None for m in models)}
     dropped_band = sum(1 for k, by in rows.items() if all(m in by for m in models)) - len(common)
+    if not common:
+        return {"error": "no row was scored with a band by every model", "models": models}
     horizons = sorted({h for _, h, _ in common})
     missing = sorted({s for s, _, _ in common} - set(series))
     if missing:
@@ -325,7 +329,7 @@ def analyse(db: Path, series: dict[str, Series], start: int, end: int,
         if not issued:
             continue
         # The refit schedule is anchored at the period start, as the replay's first tick is.
-        first = s.index(start)
+        first = max(s.index(start), 1)
         last = s.index(max(issued))
         paths[sym] = garch_path(s, first, last, model["train_window"], model["retrain_every"])
     variance = {sym: garch_variance(p, max(horizons)) for sym, p in paths.items()}
@@ -467,10 +471,12 @@ def main() -> None:
                     run.update(analyse(out, series, start, end, model))
                     run["analysis_s"] = round(time.monotonic() - t0, 1)
                 if "horizons" in run:
+                    fits = run["garch_t_fits"].values()
                     print_table(f"{cname} {period} ({iso(start)} .. {iso(end)}), replay "
                                 f"{run['wall_s']} s, {run['rows']['common']} common rows, "
-                                f"EWMA check max rel diff {run['ewma_check_max_rel_diff']:.2e}",
-                                run["horizons"])
+                                f"EWMA check max rel diff {run['ewma_check_max_rel_diff']:.2e}, "
+                                f"GARCH fits failed {sum(f['failed'] for f in fits)}"
+                                f"/{sum(f['fits'] for f in fits)}", run["horizons"])
                     run["pass"] = verdict(run["horizons"])
                     for h, c in run["pass"].items():
                         passes[f"{cname}/{period}/{h}"] = c["all"]
