@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from .dialect import insert_ignore
@@ -73,21 +73,6 @@ def score(conn: Connection, now_ms: int, timeframe: str | None = None,
 def pending_count(conn: Connection) -> int:
     q = select(func.count()).select_from(forecasts).where(forecasts.c.actual.is_(None))
     return int(conn.execute(q).scalar() or 0)
-
-
-def latest_issued(
-    conn: Connection, model: str, exchange: str, symbol: str, timeframe: str
-) -> int | None:
-    q = select(func.max(forecasts.c.issued_ts)).where(
-        and_(
-            forecasts.c.model == model,
-            forecasts.c.exchange == exchange,
-            forecasts.c.symbol == symbol,
-            forecasts.c.timeframe == timeframe,
-        )
-    )
-    v = conn.execute(q).scalar()
-    return None if v is None else int(v)
 
 
 def max_issued(conn: Connection) -> int | None:

@@ -178,7 +178,7 @@ def test_raw_sql_insert_of_a_bad_candle_is_rejected_by_the_schema(store: Store) 
                 "insert into candles values ('x','BTC/USD','1m',0,1,0.5,2,1,1)")
 
 
-def test_newest_window_and_gaps(store: Store) -> None:
+def test_newest_range_and_gaps(store: Store) -> None:
     data = rows(20)
     with store.write() as conn:
         candles.insert(conn, EX, SYM, TF, data[:5] + data[8:15] + data[16:])
@@ -188,7 +188,7 @@ def test_newest_window_and_gaps(store: Store) -> None:
                                                           (data[15][0], data[16][0])]
         assert candles.gaps(conn, EX, SYM, TF, STEP, start=data[9][0]) == [
             (data[15][0], data[16][0])]
-        w = candles.window(conn, EX, SYM, TF, data[9][0], 4)
+        w = candles.range_rows(conn, EX, SYM, TF, data[3][0], data[10][0])
         assert [r[0] for r in w] == [data[i][0] for i in (3, 4, 8, 9)]
     # A no-trade time confirmed by the exchange is no longer a hole.
     with store.write() as conn:
