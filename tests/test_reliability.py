@@ -207,6 +207,20 @@ def test_mid_migration_crash_leaves_the_previous_version(tmp_path: Path) -> None
     assert s.open(0) == 2
 
 
+def test_a_crash_point_that_does_not_exist_is_refused_on_both_sides() -> None:
+    """A typo in TICKCAST_CRASH_AT would never crash, and the test using it would prove
+    nothing; a typo in the code would never be reached."""
+    code = (f"import os; os.environ[{crashpoints.ENV!r}] = 'after-candle-commit:3'\n"
+            "from daemon import crashpoints\n"
+            "crashpoints.hit('mid-migration')\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       env=env_without(), timeout=60)
+    assert p.returncode == crashpoints.EXIT_BAD_SPEC
+    assert "'after-candle-commit:3' names no crash point" in p.stderr
+    with pytest.raises(ValueError, match="not a crash point"):
+        crashpoints.hit("after-candle-commit")
+
+
 # -- 3. disk full / write errors --------------------------------------------------------
 
 def _limit_file_size(limit: int) -> None:
