@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MINUTE, ROOT, run_subprocess, write_config
-from tests.daemon_harness import DaemonHarness
+from tests.helpers import MINUTE, ROOT, run_subprocess, write_config
+from tests.helpers.daemon import DaemonHarness
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ def test_state_directory_holds_the_store_by_default(tmp_path: Path) -> None:
     from daemon import settings
 
     cfg = settings.load(None, env={"STATE_DIRECTORY": str(tmp_path)})
-    assert cfg.storage_url == f"sqlite:///{tmp_path / 'tickcast.db'}"
+    assert cfg.storage.url == f"sqlite:///{tmp_path / 'tickcast.db'}"
 
 
 UNIT = ROOT / "deploy" / "tickcast.service"
@@ -227,7 +227,6 @@ def test_ticks_fired_together_run_one_at_a_time_and_none_is_lost(
     h = DaemonHarness(tmp_path, minutes, watchdog_usec=None)
     d = Daemon(settings.load(h.config, env={}, overrides={"storage.url": str(h.db)}), env={})
     try:
-        d.start()
         real = d.pipeline.tick
         inside: list[int] = []
         most = [0]
@@ -244,24 +243,20 @@ def test_ticks_fired_together_run_one_at_a_time_and_none_is_lost(
                 inside.pop()
 
         d.pipeline.tick = traced  # type: ignore[method-assign]
-        threads = [threading.Thread(target=d.tick) for _ in range(3)]
+        threads = [threading.Thread(target=d.ticker.tick) for _ in range(3)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(60)
         assert most[0] == 1, "two ticks ran at the same time"
         assert calls[0] == 2, "a tick fired meanwhile must make the running one go round once"
-        assert d.ticks == 2 and d.tick_errors == 0
+        assert d.ticker.ticks == 2 and d.ticker.tick_errors == 0
         assert h.query("select count(*) from candles")[0][0] > 0
     finally:
         # Leave no training thread behind: it would share torch's global seed and thread
         # count with the tests that follow in this process and make their runs differ.
         d.stop.set()
-        if d.train_future is not None:
-            d.train_future.exception(timeout=60)
-        d.train_pool.shutdown(wait=True)
+        assert d.trainer.shutdown(wait_s=60)
         torch.set_num_threads(torch_threads)
-        d.store.close()
-        if d.lock is not None:
-            d.lock.release()
+        d.close()
         h.close()

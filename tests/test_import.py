@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import HOURLY, run_subprocess
+from tests.helpers import HOURLY, run_subprocess
 
 HEADER = "ts_ms,open,high,low,close,volume"
 T = 1_700_000_040_000

@@ -21,46 +21,30 @@ from typing import Any
 import pytest
 
 from daemon import crashpoints, replay
+from daemon.ccxt_source import CcxtSource
 from daemon.clock import SimClock
 from daemon.models import ModelSet
 from daemon.pipeline import Pipeline
-from daemon.source import CcxtSource
+from daemon.series import Series
 from storage import Store
-from tests.conftest import MINUTE, ROOT, T0, write_config
-from tests.daemon_harness import DaemonHarness
 from tests.emulator import ExchangeEmulator
-from tests.test_pipeline import HOUR, SCRIPT_CFG, _write_data, make_input, rows, small_cfg
+from tests.helpers import (
+    HOUR,
+    MINUTE,
+    ROOT,
+    SCRIPT_CFG,
+    T0,
+    env_without,
+    invariants,
+    make_input,
+    rows,
+    small_cfg,
+    write_config,
+    write_data,
+)
+from tests.helpers.daemon import DaemonHarness
 
-
-def invariants(db: Path, *, baselines: tuple[str, ...] = ("naive-1", "drift-1")) -> None:
-    """What must hold after any crash: integrity, no duplicates, known model versions."""
-    con = sqlite3.connect(db, timeout=10)
-    try:
-        assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
-        tables = {r[0] for r in con.execute("select name from sqlite_master")}
-        if "forecasts" not in tables:
-            return  # killed before its first migration committed: an empty, valid file
-        assert con.execute("select count(*) from (select 1 from forecasts group by model, "
-                           "exchange, symbol, timeframe, issued_ts, horizon "
-                           "having count(*) > 1)").fetchone()[0] == 0
-        unknown = con.execute(
-            "select distinct model_version from forecasts f where model = 'seq2seq' and not "
-            "exists (select 1 from training_runs t where t.status = 'accepted' and "
-            "t.model_version = f.model_version)").fetchall()
-        assert unknown == [], f"forecasts from versions never accepted: {unknown}"
-        others = {v for (v,) in con.execute(
-            "select distinct model_version from forecasts where model != 'seq2seq'")}
-        assert others <= set(baselines)
-        for (ck,) in con.execute("select checkpoint from training_runs where checkpoint is "
-                                 "not null"):
-            assert ".tmp-" not in ck
-        non_finite = con.execute(
-            "select count(*) from forecasts where yhat is null or yhat != yhat or "
-            "abs(yhat) > 1e300 or (lower is not null and (lower != lower or upper != upper))"
-        ).fetchone()[0]
-        assert non_finite == 0
-    finally:
-        con.close()
+SERIES_1H = Series("bitstamp", ("BTC/USD", "BTC/EUR"), "1h")
 
 
 def assert_no_holes(h: DaemonHarness) -> None:
@@ -69,13 +53,8 @@ def assert_no_holes(h: DaemonHarness) -> None:
         assert ts and all(b - a == MINUTE for a, b in zip(ts, ts[1:], strict=False)), sym
 
 
-def env_without(*names: str) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("TICKCAST_") and k not in names}
-
-
 def _replay_case(tmp_path: Path, pair: dict[str, list[Any]], n: int) -> dict[str, Any]:
-    files = _write_data(tmp_path, pair, n)
+    files = write_data(tmp_path, pair, n)
     cfg = write_config(tmp_path / "c.toml", SCRIPT_CFG)
     base = [sys.executable, "-m", "daemon", "--config", str(cfg), "replay", "--data",
             *map(str, files), "--start", "2020-01-14"]
@@ -193,7 +172,7 @@ def test_a_crash_at_a_named_point_then_a_rerun_equals_a_clean_run(
 def test_mid_migration_crash_leaves_the_previous_version(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     code = (f"import os; os.environ[{crashpoints.ENV!r}] = 'mid-migration:2'\n"
-            "from daemon.commands import open_store\n"
+            "from daemon.wiring import open_store\n"
             f"open_store({str(db)!r}, 0)\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                        env=env_without(), timeout=60)
@@ -293,7 +272,7 @@ def test_a_checkpoint_write_hitting_the_file_size_limit_leaves_the_old_file(
         tmp_path: Path) -> None:
     code = (
         "import resource, signal, sys\n"
-        "from tests.test_forecaster import sine_pair, small_config\n"
+        "from tests.helpers.forecaster import sine_pair, small_config\n"
         "from forecaster.seq2seq import Seq2SeqForecaster\n"
         "f = Seq2SeqForecaster(small_config()); f.learn(sine_pair(), steps=2)\n"
         f"p = {str(tmp_path / 'm.ckpt')!r}\n"
@@ -439,7 +418,7 @@ def test_garbage_answers_are_retried_never_stored(tmp_path: Path, emulator: Exch
                      backoff_max_s=0.01)
     for k in ("garbage", "malformed", "empty"):
         emulator.add_fault(k, times=2)
-    poll(s, src, "BTC/USD", "1m", MINUTE, now, history=600)
+    poll(s, src, Series("bitstamp", ("BTC/USD",), "1m"), "BTC/USD", now, history=600)
     con = sqlite3.connect(tmp_path / "g.db")
     got = con.execute("select ts, open, high, low, close, volume from candles order by ts"
                       ).fetchall()
@@ -456,9 +435,9 @@ def test_clock_jumps_forward_and_backward(tmp_path: Path, minutes: dict[str, lis
         store = Store(str(tmp_path / "j.db"))
         store.open(clock.now_ms())
         src = CcxtSource("bitstamp", api_url=emu.base_url, rate_limit=False, max_retries=1)
-        models = ModelSet(cfg, exchange="bitstamp", symbols=list(minutes), timeframe="1m",
-                          step_ms=MINUTE, ckpt_dir=tmp_path / "ck")
-        pipe = Pipeline(cfg, store, src, models)
+        series = Series("bitstamp", tuple(minutes), "1m")
+        models = ModelSet(cfg, series, ckpt_dir=tmp_path / "ck")
+        pipe = Pipeline(cfg, store, src, models, series)
 
         def newest() -> int:
             return pipe.newest_common() or 0
@@ -560,8 +539,7 @@ def test_a_bad_checkpoint_falls_back_and_forecasting_goes_on(
     elif damage == "garbage":
         newest.write_bytes(os.urandom(5000))
     cfg = small_cfg(**({"model.hidden": 12} if damage == "other-config" else {}))
-    models = ModelSet(cfg, exchange="bitstamp", symbols=["BTC/USD", "BTC/EUR"], timeframe="1h",
-                      step_ms=HOUR, ckpt_dir=newest.parent)
+    models = ModelSet(cfg, SERIES_1H, ckpt_dir=newest.parent)
     version = models.load_current(Store(str(out)))
     assert "cannot use checkpoint" in caplog.text
     con = sqlite3.connect(out)

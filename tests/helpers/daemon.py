@@ -3,7 +3,6 @@ with a notify socket standing in for systemd."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import sqlite3
@@ -16,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from daemon.clock import ScaledClock
-from tests.conftest import MINUTE, ROOT, T0, write_config
 from tests.emulator import ExchangeEmulator
+from tests.helpers import MINUTE, ROOT, T0, env_without, write_config
 
 SPEED = 60.0  # one simulated minute per wall second
 START = T0 + 500 * MINUTE  # simulated start: 500 minutes of history exist
@@ -82,9 +81,7 @@ class DaemonHarness:
         self._logs: list[Any] = []
 
     def env(self) -> dict[str, str]:
-        e = {k: v for k, v in os.environ.items()
-             if not k.startswith("TICKCAST_") and k not in ("STATE_DIRECTORY", "NOTIFY_SOCKET",
-                                                            "WATCHDOG_USEC")}
+        e = env_without("NOTIFY_SOCKET", "WATCHDOG_USEC")
         e["NOTIFY_SOCKET"] = str(self.notify.path)
         if self.watchdog_usec:
             e["WATCHDOG_USEC"] = str(self.watchdog_usec)
