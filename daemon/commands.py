@@ -1,5 +1,9 @@
 """Command bodies behind the CLI: backfill, import, replay, report (`status` and `run` have
-their own modules)."""
+their own modules).
+
+Each one checks its arguments and inputs first, and only then opens (creates, migrates)
+a store: a command refused for a bad argument leaves the folder as it found it.
+"""
 
 from __future__ import annotations
 
@@ -24,10 +28,11 @@ def backfill_command(cfg: Settings, since: int | None, until: int | None) -> int
     if since is not None and until is not None and until <= since:
         raise errors.UsageError("--until must be after --since")
     series = cfg.series
-    store = wiring.open_configured_store(cfg, now)
-    source = wiring.make_source(cfg)
+    source = wiring.make_source(cfg)  # an unknown exchange id is refused here
     try:
+        # The exchange must list the symbols before a store is created for them.
         source.load_markets(series.symbols)
+        store = wiring.open_configured_store(cfg, now)
         summaries = backfill(store, source, series,
                              Span(since, until, now, wiring.history_candles(cfg)))
     except RetryLater as e:
@@ -51,20 +56,25 @@ def backfill_command(cfg: Settings, since: int | None, until: int | None) -> int
 
 def import_command(cfg: Settings, files: list[str], symbol: str | None, exchange: str | None,
                    timeframe: str | None) -> int:
-    store = wiring.open_configured_store(cfg, WallClock().now_ms())
-    refused: list[str] = []  # files refused whole; the others are still stored
-    for f in files:
-        res = importer.import_file(store, Path(f), symbol=symbol, exchange=exchange,
-                                   timeframe=timeframe, default_exchange=cfg.exchange.id,
-                                   default_timeframe=cfg.exchange.timeframe)
-        if res.error:
-            refused.append(res.error)
-            log.error("refused: %s", res.error)
+    # Every argument first: a missing file or an unknown symbol refuses the whole command.
+    jobs = [importer.check_file(Path(f), symbol=symbol, exchange=exchange, timeframe=timeframe,
+                                default_exchange=cfg.exchange.id) for f in files]
+    store = None
+    refused: list[errors.DataError] = []  # files refused whole; the others are still stored
+    for job in jobs:
+        try:
+            parsed, tf_used = importer.read_file(job, fallback_timeframe=cfg.exchange.timeframe)
+        except errors.DataError as e:
+            refused.append(e)
+            log.error("refused: %s", e)
             continue
-        print(f"{f}: {res.exchange} {res.symbol} {res.timeframe}: {res.lines} lines, "
+        # Opened at the first file with rows to store: refused files alone create nothing.
+        store = store or wiring.open_configured_store(cfg, WallClock().now_ms())
+        res = importer.store_file(store, job, parsed, tf_used)
+        print(f"{job.path}: {res.exchange} {res.symbol} {res.timeframe}: {res.lines} lines, "
               f"{res.stored} stored, {res.unchanged} already stored, {res.conflicts} conflicts, "
               f"{res.rejected} rejected")
-    return errors.DataError.exit_code if refused else errors.EXIT_OK  # 65: bad input data
+    return refused[0].exit_code if refused else errors.EXIT_OK  # 65: bad input data
 
 
 def replay_command(cfg: Settings, args: argparse.Namespace) -> int:
@@ -86,10 +96,10 @@ def replay_command(cfg: Settings, args: argparse.Namespace) -> int:
         live.close()
     else:
         # The bundled sample's names say everything: --symbol and --exchange are for --data.
-        inp = replay_data.load_files(
+        files = replay_data.check_files(
             data or replay_data.bundled_files(), symbol=args.symbol if data else None,
-            exchange=args.exchange if data else None, default_exchange=cfg.exchange.id,
-            sample=not data)
+            exchange=args.exchange if data else None, default_exchange=cfg.exchange.id)
+        inp = replay_data.load_files(files, sample=not data)
         if not data and start is None:
             start = parse_time(replay_data.SAMPLE_START)
         if not data:
@@ -109,6 +119,8 @@ def replay_command(cfg: Settings, args: argparse.Namespace) -> int:
 def report_command(cfg: Settings, since: int | None, plot: str | None, as_json: bool) -> int:
     from . import report
 
+    if plot:
+        report.pyplot()  # matplotlib is optional: say so before opening anything
     store = wiring.open_configured_store(cfg, 0, must_exist=True)
     rows = report.accuracy(store, since)
     if plot:

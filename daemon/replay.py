@@ -70,7 +70,9 @@ def plan(inp: ReplayInput, start: int | None, end: int | None) -> Plan:
 def check_out(out: str, live_url: str | None) -> Path | None:
     """The --out store's file; UsageError when it is the live store."""
     out_path = dialect.sqlite_path(dialect.normalise_url(out))
-    if live_url is not None and out_path is not None and out_path == dialect.sqlite_path(live_url):
+    live_path = dialect.sqlite_path(live_url) if live_url is not None else None
+    # Resolved: the default storage.url is relative to the working directory.
+    if out_path is not None and live_path is not None and out_path.resolve() == live_path.resolve():
         raise UsageError("--out is the live store; replay writes to its own store")
     return out_path
 
@@ -104,6 +106,11 @@ def run(cfg: Settings, inp: ReplayInput, *, start: int | None, end: int | None, 
     step = series.step_ms
     p = plan(inp, start, end)
     out_path = check_out(out, live_url)
+    # Never the live model's folder: a backtest must not touch the daemon's checkpoints.
+    ckpt = ckpt_dir or (out_path.with_name(out_path.name + ".checkpoints") if out_path
+                        else Path(out + ".checkpoints"))
+    # Built before the store so that a device that is not there refuses the replay first.
+    models = wiring.make_models(cfg, series, ckpt_dir=ckpt)
     store = wiring.open_store(out, p.start, durable=False,
                               busy_timeout_ms=cfg.storage.busy_timeout_ms)
     _claim(store, out, cfg, inp, p.start)
@@ -113,10 +120,6 @@ def run(cfg: Settings, inp: ReplayInput, *, start: int | None, end: int | None, 
     res = ReplayResult(out=out, resumed_from=done)
     if done is not None:
         log.info("resuming the replay in %s at %s", out, iso(resume))
-    # Never the live model's folder: a backtest must not touch the daemon's checkpoints.
-    ckpt = ckpt_dir or (out_path.with_name(out_path.name + ".checkpoints") if out_path
-                        else Path(out + ".checkpoints"))
-    models = wiring.make_models(cfg, series, ckpt_dir=ckpt)
     models.load_current(store)
     pipe = Pipeline(cfg, store, ReplaySource(inp), models, series)
     total = (p.stop_at - resume) // step

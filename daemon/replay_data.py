@@ -16,7 +16,7 @@ from storage import Store, candles, dialect
 
 from . import datafiles, timeframes
 from .errors import DataError, UsageError
-from .importer import resolve_identity
+from .importer import DataFile, check_file, read_file
 from .series import Series
 from .settings import Settings
 from .source import FetchResult, empty_between
@@ -84,28 +84,40 @@ def bundled_files() -> list[Path]:
     return sorted(Path(str(p)) for p in base.iterdir() if p.name.endswith(".csv.gz"))
 
 
-def load_files(paths: list[Path], *, symbol: str | None, exchange: str | None,
-               default_exchange: str, sample: bool = False) -> ReplayInput:
-    data: dict[str, Arrays] = {}
-    exchanges, tfs = set(), set()
+def check_files(paths: list[Path], *, symbol: str | None, exchange: str | None,
+                default_exchange: str) -> list[DataFile]:
+    """--data arguments, checked before anything is read or created."""
+    out = []
     for p in paths:
         if symbol and len(paths) > 1 and datafiles.parse_name(p).symbol is None:
             raise UsageError(f"{p}: --symbol applies to one file only; name the files like "
                              "bitstamp_BTC-USD_1h_x.csv.gz")
-        ex, sym, tf = resolve_identity(p, symbol, exchange, None, default_exchange)
-        parsed, tf_used = datafiles.read(p, timeframes.to_ms(tf) if tf else None)
+        f = check_file(p, symbol=symbol, exchange=exchange, timeframe=None,
+                       default_exchange=default_exchange)
+        if any(o.symbol == f.symbol for o in out):
+            raise UsageError(f"{p}: a second file for {f.symbol}; give one file per symbol")
+        out.append(f)
+    if len({f.exchange for f in out}) > 1 or len({f.timeframe for f in out} - {None}) > 1:
+        raise UsageError(f"--data files mix exchanges {sorted({f.exchange for f in out})} or "
+                         f"timeframes {sorted({f.timeframe or '?' for f in out})}; replay one "
+                         "exchange and timeframe at a time")
+    return out
+
+
+def load_files(files: list[DataFile], *, sample: bool = False) -> ReplayInput:
+    data: dict[str, Arrays] = {}
+    tfs = set()
+    for f in files:
+        parsed, tf_used = read_file(f)
         for b in parsed.bad[:20]:
-            log.warning("%s: line %d: %s (skipped)", p, b.line, b.reason)
-        if sym in data:
-            raise UsageError(f"{p}: a second file for {sym}; give one file per symbol")
-        data[sym] = (parsed.checked.ts, parsed.checked.ohlcv)
-        exchanges.add(ex)
+            log.warning("%s: line %d: %s (skipped)", f.path, b.line, b.reason)
+        data[f.symbol] = (parsed.checked.ts, parsed.checked.ohlcv)
         tfs.add(tf_used)
-    if len(exchanges) > 1 or len(tfs) > 1:
-        raise UsageError(f"--data files mix exchanges {sorted(exchanges)} or timeframes "
-                         f"{sorted(tfs)}; replay one exchange and timeframe at a time")
-    origin = ", ".join(p.name for p in paths)
-    return replay_input(exchanges.pop(), tfs.pop(), data, origin, sample)
+    if len(tfs) > 1:
+        raise UsageError(f"--data files mix exchanges {sorted({f.exchange for f in files})} or "
+                         f"timeframes {sorted(tfs)}; replay one exchange and timeframe at a time")
+    origin = ", ".join(f.path.name for f in files)
+    return replay_input(files[0].exchange, tfs.pop(), data, origin, sample)
 
 
 def load_db(store: Store, cfg: Settings, end: int | None) -> ReplayInput:

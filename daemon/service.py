@@ -1,7 +1,8 @@
 """`tickcast run`: the live daemon under APScheduler and systemd.
 
-Start-up: take the store's single-writer lock, check and migrate the store, build the
-exchange source and the model set, load the last accepted model. `run()` tells
+Start-up, in this order: everything that can be refused without touching anything (the
+exchange id, the model device, the checkpoint folder), then the store's single-writer lock,
+then checking and migrating the store and loading the last accepted model. `run()` tells
 systemd READY and hands the jobs to the scheduler: a tick shortly after each candle closes
 (the same Pipeline.tick replay uses, see `ticker`), retraining on its own worker thread so
 polling keeps its cadence (`training`), the watchdog pinged only while ticks keep completing
@@ -51,15 +52,17 @@ class Daemon:
         self.notifier = Notifier(dict(os.environ) if env is None else env)
         self.stop = threading.Event()
         self.fatal: Exception | None = None
+        # Refused before anything is created: an unknown exchange id, a missing device,
+        # a checkpoint folder that cannot be derived.
+        self.source = wiring.make_source(cfg, stop=self.stop,
+                                         call_budget_s=max(1.0, 0.5 * tick_interval_s))
+        self.models = wiring.make_models(cfg, self.series)
+        # Leave a core to the tick: training must not starve polling on a small box.
+        self.threads = cfg.model.threads or max(1, (os.cpu_count() or 2) - 1)
+        torch.set_num_threads(self.threads)
         self.lock: dialect.InstanceLock | None = dialect.acquire_instance_lock(cfg.storage.url)
         try:
             self.store: Store = wiring.open_configured_store(cfg, self.clock.now_ms())
-            # Leave a core to the tick: training must not starve polling on a small box.
-            self.threads = cfg.model.threads or max(1, (os.cpu_count() or 2) - 1)
-            torch.set_num_threads(self.threads)
-            self.source = wiring.make_source(cfg, stop=self.stop,
-                                             call_budget_s=max(1.0, 0.5 * tick_interval_s))
-            self.models = wiring.make_models(cfg, self.series)
             self.version = self.models.load_current(self.store)
         except BaseException:
             if self.lock is not None:

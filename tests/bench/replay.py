@@ -62,8 +62,8 @@ def main() -> None:
         overrides[k] = settings.parse_override(k, v)
     cfg = settings.load(None, env={}, overrides=overrides)
     files = args.data or replay_data.bundled_files()
-    inp = replay_data.load_files(list(files), symbol=None, exchange=None,
-                                 default_exchange="bitstamp")
+    inp = replay_data.load_files(replay_data.check_files(
+        list(files), symbol=None, exchange=None, default_exchange="bitstamp"))
     start = parse_time(args.start)
     end = min(start + int(args.days * 86_400_000), inp.last_ts() + inp.series.step_ms)
     with tempfile.TemporaryDirectory() as d:

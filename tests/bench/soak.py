@@ -43,8 +43,8 @@ def main() -> None:
         k, v = kv.split("=", 1)
         overrides[k] = settings.parse_override(k, v)
     cfg = settings.load(None, env={}, overrides=overrides)
-    inp = replay_data.load_files(replay_data.bundled_files(), symbol=None, exchange=None,
-                                 default_exchange="bitstamp")
+    inp = replay_data.load_files(replay_data.check_files(
+        replay_data.bundled_files(), symbol=None, exchange=None, default_exchange="bitstamp"))
     # The first forecasts need lookback + horizon + enough windows: start a little in.
     start = parse_time(args.start) if args.start else inp.first_ts() + 600 * inp.series.step_ms
     samples: list[tuple[int, float]] = []

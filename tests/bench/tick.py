@@ -33,8 +33,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     # Default config, except no retraining inside the measured ticks.
     cfg = settings.load(None, env={}, overrides={"model.retrain_every": 10**9})
-    inp = replay_data.load_files(replay_data.bundled_files(), symbol=None, exchange=None,
-                                 default_exchange="bitstamp")
+    inp = replay_data.load_files(replay_data.check_files(
+        replay_data.bundled_files(), symbol=None, exchange=None, default_exchange="bitstamp"))
     step = inp.series.step_ms
     start = parse_time("2020-06-01")
     with tempfile.TemporaryDirectory() as d:
