@@ -17,7 +17,7 @@ from daemon.series import Series
 from daemon.source import RetryLater
 from storage import Store, candles
 from tests.emulator import ExchangeEmulator, load_csv
-from tests.helpers import GAPPY_MINUTES, MINUTE, T0, emulator_config
+from tests.helpers import GAPPY_MINUTES, MINUTE, T0, emulator_config, wait_until
 
 SYMBOLS = ["BTC/USD", "BTC/EUR"]
 SERIES = Series("bitstamp", tuple(SYMBOLS), "1m")
@@ -237,6 +237,19 @@ def test_a_stop_request_interrupts_the_backoff(emulator: ExchangeEmulator) -> No
     src = CcxtSource("bitstamp", api_url=emulator.base_url, rate_limit=False, max_retries=50,
                      backoff_max_s=30, timeout_ms=500, stop=stop)
     emulator.add_fault("http503")
-    threading.Timer(0.3, stop.set).start()
-    with pytest.raises(Stopping):
-        src.fetch_closed(SERIES, "BTC/USD", T0, None, emulator.now_ms())
+    raised: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            src.fetch_closed(SERIES, "BTC/USD", T0, None, emulator.now_ms())
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            raised.append(e)
+
+    t = threading.Thread(target=fetch)
+    t.start()
+    # Stop once the source is retrying: 50 retries of up to 30 s would take half an hour.
+    wait_until(lambda: emulator.request_count() >= 2, "the source to be retrying")
+    stop.set()
+    t.join(120)
+    assert not t.is_alive(), "the stop request did not interrupt the backoff"
+    assert len(raised) == 1 and isinstance(raised[0], Stopping), raised

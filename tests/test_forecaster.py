@@ -119,14 +119,41 @@ def test_same_data_and_seed_give_the_same_forecasts_on_cpu() -> None:
     assert c.version != a.version
 
 
-def test_warm_start_retrain_is_guarded_by_validation(trained: Seq2SeqForecaster) -> None:
+@pytest.mark.parametrize("current", ["better", "worse"])
+def test_warm_start_retrain_is_guarded_by_validation(
+        trained: Seq2SeqForecaster, monkeypatch: pytest.MonkeyPatch, current: str) -> None:
+    """The guard compares the new weights with the current model on the same validation
+    slice. The current model's predictions are made perfect ("better": the retrain must be
+    rejected and the model kept) or far off ("worse": it must be accepted), so each case
+    can only pass through its own branch of the guard."""
+    seen: dict[str, Any] = {}
+    real_predict = Seq2SeqForecaster._predict
+
+    def predict(self: Seq2SeqForecaster, net: Any, data: Any, pos: Any) -> torch.Tensor:
+        out = real_predict(self, net, data, pos)  # the new weights on the validation slice
+        seen["y"], seen["new"] = data.y[pos], out
+        return out
+
+    def current_predictions(self: Seq2SeqForecaster, *_: Any) -> torch.Tensor:
+        if current == "better":  # every quantile on the target: loss 0, unbeatable
+            return seen["y"].unsqueeze(-1).expand_as(seen["new"]).clone()
+        return seen["new"] + 10.0  # far off: any finite new loss beats it
+
+    monkeypatch.setattr(Seq2SeqForecaster, "_predict", predict)
+    monkeypatch.setattr(Seq2SeqForecaster, "_predict_with", current_predictions)
     f = copy.deepcopy(trained)
+    before = _weights(f)
     res = f.learn(sine_pair(1600, noise=0.0005, seed=3))
     assert res.prev_val_loss is not None and res.val_loss is not None
-    if res.accepted:
-        assert res.val_loss <= res.prev_val_loss
+    if current == "better":
+        assert res.prev_val_loss == 0.0 < res.val_loss
+        assert not res.accepted and "worse than current" in res.reason
+        assert f.version == trained.version
+        assert all(torch.equal(before[k], v) for k, v in _weights(f).items())
     else:
-        assert "worse" in res.reason and f.version == trained.version
+        assert res.accepted, res.reason
+        assert res.val_loss <= res.prev_val_loss
+        assert f.version != trained.version
 
 
 def _weights(f: Seq2SeqForecaster) -> dict[str, torch.Tensor]:

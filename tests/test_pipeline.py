@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import random
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -31,9 +28,12 @@ from tests.helpers import (
     ROOT,
     SCRIPT_CFG,
     T0,
+    env_without,
+    issued_ticks,
     make_input,
     rows,
     small_cfg,
+    wait_until,
     write_config,
     write_data,
 )
@@ -171,30 +171,34 @@ def test_report_since_matches_a_filtered_computation(full_run: tuple[Path, Any],
 
 def test_a_replay_killed_with_sigkill_and_restarted_ends_with_the_same_rows(
         tmp_path: Path, pair: dict[str, list[Any]]) -> None:
+    """Each run is killed once it has committed a few more ticks than the last one left:
+    a point the test observes in the store, so every kill lands mid-replay on any machine."""
     files = write_data(tmp_path, pair, 460)
     cfg = write_config(tmp_path / "c.toml", SCRIPT_CFG)
     base = [sys.executable, "-m", "daemon", "--config", str(cfg), "replay", "--data",
             *map(str, files), "--start", "2020-01-14"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
+    env = env_without()
     clean = tmp_path / "clean.db"
     p = subprocess.run([*base, "--out", str(clean)], capture_output=True, text=True, env=env,
-                       cwd=ROOT, timeout=300)
+                       cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     want = rows(clean)
+    total = issued_ticks(clean)
     killed = tmp_path / "killed.db"
-    rng = random.Random(11)
-    kills = 0
-    for _ in range(3):
+    for kill_at in (total // 4, total // 2, 3 * total // 4):
         proc = subprocess.Popen([*base, "--out", str(killed)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
-        time.sleep(rng.uniform(3.0, 6.0))
-        if proc.poll() is None:
+        try:
+            wait_until(lambda k=kill_at, p=proc: issued_ticks(killed) >= k or p.poll() is not None,
+                       f"{kill_at} of {total} ticks committed", timeout=600, every=0.01)
+            assert proc.poll() is None, "the replay ended before the kill; it proves nothing"
             proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-    assert kills >= 1, "the replay finished before it could be killed; the test proves nothing"
+        finally:
+            proc.kill()
+            proc.wait()
+        assert issued_ticks(killed) < total, "killed after the last tick; it proves nothing"
     p = subprocess.run([*base, "--out", str(killed)], capture_output=True, text=True, env=env,
-                       cwd=ROOT, timeout=300)
+                       cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     got = rows(killed)
     assert len(got) == len(set(got))
