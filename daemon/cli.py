@@ -2,7 +2,10 @@
 
 Global options are accepted before or after the subcommand. Exit codes:
 0 ok, 2 usage, 65 bad input data, 74 storage error, 75 temporary failure,
-78 configuration error.
+78 configuration error; `errors.exit_code_for` decides which.
+
+Kept light: the command handlers import their machinery (SQLAlchemy, torch, ccxt) only
+when they run, so `tickcast --help` starts fast.
 """
 
 from __future__ import annotations
@@ -12,10 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
-
-from storage import StorageError, StoreBusy
 
 from . import errors, logs, settings
 
@@ -144,15 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> settings.Settings:
     env = dict(os.environ) if env is None else env
-    config = args.config or env.get("TICKCAST_CONFIG") or None
-    if config is None and env.get("CONFIGURATION_DIRECTORY"):
-        # Under systemd (ConfigurationDirectory=tickcast): use /etc/tickcast/config.toml
-        # when the operator wrote one; the defaults serve otherwise.
-        candidate = Path(env["CONFIGURATION_DIRECTORY"].split(":")[0]) / "config.toml"
-        config = str(candidate) if candidate.is_file() else None
-    db = args.db or env.get("TICKCAST_DB") or None
-    overrides: dict[str, Any] = {"storage.url": db, "exchange.api_url": args.exchange_url}
-    return settings.load(config, env, overrides)
+    return settings.load_for_command(args.config, args.db, args.exchange_url, env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,21 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup("info", args.verbose)
     try:
         cfg = load_settings(args)
-        logs.setup(cfg["daemon.log_level"], args.verbose)
+        logs.setup(cfg.daemon.log_level, args.verbose)
         func: Handler = args.func
         return func(args, cfg)
-    except errors.TickcastError as e:
-        log.error("%s", e)
-        return e.exit_code
-    except StoreBusy as e:
-        log.error("%s", e)
-        return errors.EXIT_TEMPFAIL
-    except StorageError as e:
-        log.error("storage error: %s", e)
-        return errors.EXIT_IOERR
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
+    except (Exception, KeyboardInterrupt) as e:
+        code = errors.exit_code_for(e)
+        if code is None:
+            raise  # a bug: the traceback is the report
+        log.error("%s", errors.describe(e))
+        return code
 
 
 # -- command handlers (each imports its machinery lazily: `--help` stays fast) --
@@ -224,7 +210,7 @@ def _cmd_report(args: argparse.Namespace, cfg: settings.Settings) -> int:
 
 
 def _cmd_status(args: argparse.Namespace, cfg: settings.Settings) -> int:
-    from .commands import status_command
+    from .status import status_command
 
     return status_command(cfg, args.json)
 

@@ -1,7 +1,8 @@
-"""The one module that reads the wall clock.
+"""The one module that reads the wall clock (and the monotonic one).
 
 Everything else takes `now` (epoch milliseconds) as an argument, so replay and
-tests can drive the same code with a simulated clock.
+tests can drive the same code with a simulated clock. The daemon's scheduler is
+given its times from here too (`wall_now`), never from `datetime.now()`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ class ScaledClock:
 def monotonic() -> float:
     """Seconds for measuring durations (never for deciding what time it is)."""
     return time.monotonic()
+
+
+def wall_now() -> datetime:
+    """The wall clock as an aware UTC datetime (what APScheduler schedules on)."""
+    return datetime.fromtimestamp(time.time(), tz=UTC)
 
 
 def wall_offset_s() -> float:

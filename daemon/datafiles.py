@@ -131,6 +131,25 @@ def _numeric(df: pd.DataFrame, bad: dict[int, str]) -> np.ndarray:
     return out
 
 
+def infer_timeframe(ts_ms: np.ndarray) -> str | None:
+    """The timeframe of a series from the most common spacing of its timestamps.
+
+    >>> infer_timeframe(np.array([0, 60_000, 120_000, 300_000]))
+    '1m'
+    """
+    if len(ts_ms) < 2:
+        return None
+    d = np.diff(np.sort(np.asarray(ts_ms, dtype=np.int64)))
+    d = d[d > 0]
+    if len(d) == 0:
+        return None
+    values, counts = np.unique(d, return_counts=True)
+    try:
+        return timeframes.from_ms(int(values[np.argmax(counts)]))
+    except ValueError:
+        return None
+
+
 def read(path: str | Path, step_ms: int | None,
          fallback_timeframe: str | None = None) -> tuple[ParsedFile, str]:
     """Read and validate a candle file; returns it with the timeframe used.
@@ -163,7 +182,7 @@ def read(path: str | Path, step_ms: int | None,
             f"{p}: timestamps look like seconds since the epoch, not milliseconds "
             f"(e.g. {example}); multiply by 1000 and import again; nothing stored"
         )
-    tf: str | None = timeframes.from_ms(step_ms) if step_ms else timeframes.infer(finite_ts)
+    tf: str | None = timeframes.from_ms(step_ms) if step_ms else infer_timeframe(finite_ts)
     tf = tf or fallback_timeframe
     if tf is None:
         raise DataError(f"{p}: cannot tell the timeframe from fewer than two timestamps; "

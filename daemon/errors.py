@@ -1,7 +1,10 @@
-"""Exit codes (SPEC §4) and the exceptions that carry them to the CLI.
+"""Exit codes (SPEC §4), the exceptions that carry them, and the one mapping from an error to
+the code a process ends with.
 
-Errors are named by what the caller must do: fix the config (78), fix the
-input data (65), look at the store (74), or simply try again later (75).
+Errors are named by what the caller must do: fix the command line (2), fix the config (78),
+fix the input data (65), look at the store (74), or simply try again later (75). The CLI and
+the daemon both ask :func:`exit_code_for`, so a kind of error cannot end one way in one place
+and another way elsewhere.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ EXIT_DATAERR = 65
 EXIT_IOERR = 74
 EXIT_TEMPFAIL = 75
 EXIT_CONFIG = 78
+EXIT_INTERRUPTED = 130  # what a shell reports for Ctrl-C
 
 
 class TickcastError(Exception):
@@ -40,3 +44,35 @@ class TemporaryFailure(TickcastError):
     """Try again later: the exchange is down, or another process holds the store."""
 
     exit_code = EXIT_TEMPFAIL
+
+
+def exit_code_for(exc: BaseException) -> int | None:
+    """The exit code a process ends with because of `exc`; None for a bug (let it surface).
+
+    >>> exit_code_for(ConfigError("model.lookback: must be at least 8"))
+    78
+    >>> exit_code_for(ZeroDivisionError()) is None
+    True
+    """
+    if isinstance(exc, TickcastError):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    # Imported here, not at the top: `import daemon.cli` must stay light (no SQLAlchemy
+    # for `--help`), and a storage error only exists once storage was imported anyway.
+    from storage.errors import StorageError, StoreBusy
+
+    if isinstance(exc, StoreBusy):  # another process holds the store: try again later
+        return EXIT_TEMPFAIL
+    if isinstance(exc, StorageError):
+        return EXIT_IOERR
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    """The one line logged for an error that ends a command."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if exit_code_for(exc) == EXIT_IOERR and not isinstance(exc, TickcastError):
+        return f"storage error: {exc}"
+    return str(exc)

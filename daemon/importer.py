@@ -1,4 +1,10 @@
-"""`tickcast import`: load candle CSV files into the store."""
+"""`tickcast import`: load candle CSV files into the store.
+
+Three steps, so that a command can refuse its arguments before it creates a store:
+`check_file` (the file exists, and its exchange, symbol and timeframe are known and valid),
+`read_file` (parse and validate every line; a file refused as a whole raises DataError), and
+`store_file` (insert in chunks).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +18,22 @@ from storage import Store, candles
 from . import datafiles, timeframes
 from .errors import DataError, UsageError
 from .progress import Progress
+from .settings_values import SYMBOL_RE
 
 log = logging.getLogger(__name__)
 
 CHUNK = 100_000  # rows per write transaction: keeps a running daemon's waits short
 MAX_REPORTED = 1000  # bad lines reported one by one per file; the rest are counted
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A data file whose identity is known: what its rows will be stored as."""
+
+    path: Path
+    exchange: str
+    symbol: str
+    timeframe: str | None  # None: read off the spacing of its timestamps
 
 
 @dataclass
@@ -42,7 +59,7 @@ def resolve_identity(path: Path, symbol: str | None, exchange: str | None,
     if sym is None:
         raise UsageError(f"{path}: the file name does not say the symbol; give --symbol "
                          "(or name it like bitstamp_BTC-USD_1m_2021.csv.gz)")
-    if not re.fullmatch(r"[A-Z0-9]{2,12}/[A-Z0-9]{2,12}", sym):
+    if not SYMBOL_RE.fullmatch(sym):
         raise UsageError(f"--symbol: {sym!r} is not a unified symbol like BTC/USD")
     tf = timeframe or info.timeframe
     if tf is not None:
@@ -53,22 +70,30 @@ def resolve_identity(path: Path, symbol: str | None, exchange: str | None,
     return exchange or info.exchange or default_exchange, sym, tf
 
 
-def import_file(store: Store, path: Path, *, symbol: str | None, exchange: str | None,
-                timeframe: str | None, default_exchange: str,
-                default_timeframe: str = "1m") -> FileResult:
-    """Import one file. A refused file stores nothing and comes back with `error` set."""
-    res = FileResult(path)
-    try:
-        ex, sym, tf = resolve_identity(path, symbol, exchange, timeframe, default_exchange)
-        res.exchange, res.symbol = ex, sym
-        parsed, tf_used = datafiles.read(path, timeframes.to_ms(tf) if tf else None,
-                                         fallback_timeframe=default_timeframe)
-    except DataError as e:
-        res.error = str(e)
-        return res
-    res.timeframe = tf_used
-    res.lines = parsed.lines
-    res.rejected = len(parsed.bad)
+def check_file(path: Path, *, symbol: str | None, exchange: str | None,
+               timeframe: str | None, default_exchange: str) -> DataFile:
+    """A file argument, checked without reading its rows: DataError when it does not
+    exist (said first: it is the real problem), UsageError when its identity is unknown."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file" if not path.exists()
+                        else f"{path}: not a file")
+    ex, sym, tf = resolve_identity(path, symbol, exchange, timeframe, default_exchange)
+    return DataFile(path, ex, sym, tf)
+
+
+def read_file(f: DataFile, *, fallback_timeframe: str | None = None
+              ) -> tuple[datafiles.ParsedFile, str]:
+    """Parse and validate every line; returns the rows with the timeframe used."""
+    return datafiles.read(f.path, timeframes.to_ms(f.timeframe) if f.timeframe else None,
+                          fallback_timeframe=fallback_timeframe)
+
+
+def store_file(store: Store, f: DataFile, parsed: datafiles.ParsedFile,
+               timeframe: str) -> FileResult:
+    """Store a read file's valid rows in chunks, reporting its bad lines."""
+    path = f.path
+    res = FileResult(path, f.exchange, f.symbol, timeframe, parsed.lines,
+                     rejected=len(parsed.bad))
     for i, b in enumerate(parsed.bad):
         key = re.sub(r"\d+", "N", b.reason)
         res.reasons[key] = res.reasons.get(key, 0) + 1
@@ -81,7 +106,7 @@ def import_file(store: Store, path: Path, *, symbol: str | None, exchange: str |
     for k in range(0, len(ts), CHUNK):
         cols = [ts[k:k + CHUNK].tolist()] + [ohlcv[k:k + CHUNK, j].tolist() for j in range(5)]
         with store.write(f"import {path.name}") as conn:
-            r = candles.insert_columns(conn, ex, sym, tf_used, cols)
+            r = candles.insert_columns(conn, f.exchange, f.symbol, timeframe, cols)
         res.stored += r.inserted
         res.unchanged += r.unchanged
         res.conflicts += len(r.conflicts)
@@ -91,3 +116,16 @@ def import_file(store: Store, path: Path, *, symbol: str | None, exchange: str |
         bar.update(k + len(cols[0]))
     bar.close()
     return res
+
+
+def import_file(store: Store, path: Path, *, symbol: str | None, exchange: str | None,
+                timeframe: str | None, default_exchange: str,
+                default_timeframe: str = "1m") -> FileResult:
+    """Import one file. A refused file stores nothing and comes back with `error` set."""
+    try:
+        f = check_file(path, symbol=symbol, exchange=exchange, timeframe=timeframe,
+                       default_exchange=default_exchange)
+        parsed, tf_used = read_file(f, fallback_timeframe=default_timeframe)
+    except DataError as e:
+        return FileResult(path, error=str(e))
+    return store_file(store, f, parsed, tf_used)

@@ -16,6 +16,7 @@ from storage import Store, candles
 
 from . import crashpoints
 from .clock import iso
+from .series import Series
 from .source import CandleSource, FetchResult
 
 log = logging.getLogger(__name__)
@@ -44,16 +45,17 @@ class IngestStats:
             self.rejected_reasons[k] = self.rejected_reasons.get(k, 0) + v
 
 
-def store_part(store: Store, exchange: str, symbol: str, timeframe: str, part: FetchResult,
-               now_ms: int, stats: IngestStats) -> None:
+def store_part(store: Store, series: Series, symbol: str, part: FetchResult, now_ms: int,
+               stats: IngestStats) -> None:
     """Commit one page: its valid candles and the no-trade times it confirmed, together."""
+    ex, tf = series.exchange, series.timeframe
     with store.write(f"store {symbol} candles") as conn:
-        res = candles.insert(conn, exchange, symbol, timeframe, part.rows)
-        marked = candles.mark_empty(conn, exchange, symbol, timeframe, part.empty_ts, now_ms)
+        res = candles.insert(conn, ex, symbol, tf, part.rows)
+        marked = candles.mark_empty(conn, ex, symbol, tf, part.empty_ts, now_ms)
     crashpoints.hit("after-candles-commit")
     for stored, incoming in res.conflicts:
         log.warning("conflict: %s %s candle at %s arrived again with different values %s; "
-                    "keeping the stored %s", exchange, symbol, iso(stored[0]), incoming[1:],
+                    "keeping the stored %s", ex, symbol, iso(stored[0]), incoming[1:],
                     stored[1:])
     stats.stored += res.inserted
     stats.unchanged += res.unchanged
@@ -69,9 +71,8 @@ def store_part(store: Store, exchange: str, symbol: str, timeframe: str, part: F
 def fetch_and_store(
     store: Store,
     source: CandleSource,
+    series: Series,
     symbol: str,
-    timeframe: str,
-    step_ms: int,
     since_ms: int,
     until_ms: int | None,
     now_ms: int,
@@ -82,24 +83,24 @@ def fetch_and_store(
     stats = IngestStats()
 
     def on_page(part: FetchResult) -> None:
-        store_part(store, source.exchange, symbol, timeframe, part, now_ms, stats)
+        store_part(store, series, symbol, part, now_ms, stats)
         if on_progress is not None:
             on_progress(stats)
 
-    res = source.fetch_closed(symbol, timeframe, step_ms, since_ms, until_ms, now_ms, on_page,
+    res = source.fetch_closed(series, symbol, since_ms, until_ms, now_ms, on_page,
                               since_is_stored=since_is_stored)
     stats.incomplete = not res.complete
     return stats
 
 
-def poll(store: Store, source: CandleSource, symbol: str, timeframe: str, step_ms: int,
-         now_ms: int, *, history: int) -> IngestStats:
+def poll(store: Store, source: CandleSource, series: Series, symbol: str, now_ms: int, *,
+         history: int) -> IngestStats:
     """Fetch everything closed since the newest stored candle (or `history` candles back)."""
     with store.read() as conn:
-        newest = candles.newest_ts(conn, source.exchange, symbol, timeframe)
+        newest = candles.newest_ts(conn, series.exchange, symbol, series.timeframe)
     if newest is None:
-        since = now_ms - now_ms % step_ms - history * step_ms
-        return fetch_and_store(store, source, symbol, timeframe, step_ms, since, None, now_ms,
+        since = series.open_ts(now_ms) - history * series.step_ms
+        return fetch_and_store(store, source, series, symbol, since, None, now_ms,
                                since_is_stored=False)
-    return fetch_and_store(store, source, symbol, timeframe, step_ms, newest, None, now_ms,
+    return fetch_and_store(store, source, series, symbol, newest, None, now_ms,
                            since_is_stored=True)

@@ -29,6 +29,7 @@ from storage import Store, dialect, runs
 from . import crashpoints
 from .clock import monotonic
 from .errors import ConfigError
+from .series import Series
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,8 @@ SEQ2SEQ = "seq2seq"
 
 def checkpoint_dir(cfg: Settings, store_url: str) -> Path:
     """model.checkpoint_dir, else a folder beside the store named after it."""
-    if cfg["model.checkpoint_dir"]:
-        return Path(cfg["model.checkpoint_dir"]).expanduser()
+    if cfg.model.checkpoint_dir:
+        return Path(cfg.model.checkpoint_dir).expanduser()
     path = dialect.sqlite_path(store_url)
     if path is None:
         raise ConfigError("model.checkpoint_dir: must be set when the store is not a SQLite file")
@@ -47,13 +48,12 @@ def checkpoint_dir(cfg: Settings, store_url: str) -> Path:
 
 
 def seq2seq_config(cfg: Settings, symbols: list[str], step_ms: int) -> Seq2SeqConfig:
+    m = cfg.model
     return Seq2SeqConfig(
-        symbols=tuple(symbols), step_ms=step_ms, lookback=cfg["model.lookback"],
-        horizon=max(cfg.horizons), rnn=cfg["model.rnn"], hidden=cfg["model.hidden"],
-        layers=cfg["model.layers"], dropout=cfg["model.dropout"], patch=cfg["model.patch"],
-        learning_rate=cfg["model.learning_rate"], batch_size=cfg["model.batch_size"],
-        initial_steps=cfg["model.initial_steps"], retrain_steps=cfg["model.retrain_steps"],
-        seed=cfg["model.seed"], device=cfg["model.device"],
+        symbols=tuple(symbols), step_ms=step_ms, lookback=m.lookback, horizon=max(m.horizons),
+        rnn=m.rnn, hidden=m.hidden, layers=m.layers, dropout=m.dropout, patch=m.patch,
+        learning_rate=m.learning_rate, batch_size=m.batch_size, initial_steps=m.initial_steps,
+        retrain_steps=m.retrain_steps, seed=m.seed, device=m.device,
     )
 
 
@@ -69,22 +69,22 @@ class TrainOutcome:
 class ModelSet:
     """seq2seq + naive + drift for one exchange, symbol set and timeframe."""
 
-    def __init__(self, cfg: Settings, *, exchange: str, symbols: list[str], timeframe: str,
-                 step_ms: int, ckpt_dir: Path) -> None:
-        self.exchange = exchange
-        self.symbols = symbols
-        self.timeframe = timeframe
-        self.step_ms = step_ms
+    def __init__(self, cfg: Settings, series: Series, *, ckpt_dir: Path) -> None:
+        self.series = series
+        self.exchange = series.exchange
+        self.symbols = list(series.symbols)
+        self.timeframe = series.timeframe
+        self.step_ms = series.step_ms
         self.ckpt_dir = ckpt_dir
-        self.keep = int(cfg["model.keep_checkpoints"])
+        self.keep = cfg.model.keep_checkpoints
         try:
-            self.seq2seq = Seq2SeqForecaster(seq2seq_config(cfg, symbols, step_ms))
+            self.seq2seq = Seq2SeqForecaster(seq2seq_config(cfg, self.symbols, self.step_ms))
         except DeviceError as e:
             raise ConfigError(f"model.device: {e}") from e
-        lookback = int(cfg["model.lookback"])
+        lookback = cfg.model.lookback
         self.baselines = [Naive(lookback), Drift(lookback)]
         self._train_lock = threading.Lock()
-        threads = int(cfg["model.threads"])
+        threads = cfg.model.threads
         if threads > 0:
             torch.set_num_threads(threads)
 

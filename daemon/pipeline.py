@@ -20,6 +20,7 @@ from . import crashpoints, history
 from .clock import iso
 from .ingest import IngestStats, poll
 from .models import SEQ2SEQ, ModelSet, TrainOutcome
+from .series import Series
 from .settings import Settings
 from .source import CandleSource, RetryLater, SkipSymbol
 
@@ -47,21 +48,21 @@ Trainer = Callable[[History, int], bool]
 
 class Pipeline:
     def __init__(self, cfg: Settings, store: Store, source: CandleSource, models: ModelSet,
-                 *, timeframe: str | None = None, step_ms: int | None = None,
-                 history_candles: int | None = None) -> None:
+                 series: Series, *, history_candles: int | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.source = source
         self.models = models
-        self.exchange = source.exchange
-        self.symbols = list(models.symbols)
-        self.timeframe = timeframe or cfg.timeframe
-        self.step_ms = step_ms or cfg.timeframe_ms
-        self.horizons = cfg.horizons
-        self.lookback = int(cfg["model.lookback"])
-        self.train_window = int(cfg["model.train_window"])
-        self.retrain_every = int(cfg["model.retrain_every"])
-        self.max_fill = int(cfg["model.max_fill"])
+        self.series = series
+        self.exchange = series.exchange
+        self.symbols = list(series.symbols)
+        self.timeframe = series.timeframe
+        self.step_ms = series.step_ms
+        self.horizons = sorted(cfg.model.horizons)
+        self.lookback = cfg.model.lookback
+        self.train_window = cfg.model.train_window
+        self.retrain_every = cfg.model.retrain_every
+        self.max_fill = cfg.model.max_fill
         self.history_candles = history_candles if history_candles is not None else self.train_window
         self._last_attempt_end: int | None = None
         self._attempt_loaded = False
@@ -90,8 +91,8 @@ class Pipeline:
     def ingest(self, now_ms: int, rep: TickReport) -> None:
         for sym in self.symbols:
             try:
-                rep.ingested[sym] = poll(self.store, self.source, sym, self.timeframe,
-                                         self.step_ms, now_ms, history=self.history_candles)
+                rep.ingested[sym] = poll(self.store, self.source, self.series, sym, now_ms,
+                                         history=self.history_candles)
             except (RetryLater, SkipSymbol) as e:
                 # The next tick resumes from the store: an outage leaves no hole.
                 rep.fetch_errors[sym] = str(e)

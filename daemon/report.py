@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
-
-from storage import Store, views
+from storage import Store, forecasts
 
 from .clock import iso
+from .errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +21,8 @@ MODEL_ORDER = {"seq2seq": 0, "naive": 1, "drift": 2}
 
 def accuracy(store: Store, since: int | None = None) -> list[dict[str, Any]]:
     """Rows of forecast_accuracy, optionally for forecasts issued since a time."""
-    sql = views.accuracy_sql(since_param="since" if since is not None else None)
     with store.read("accuracy") as conn:
-        res = conn.execute(text(sql), {"since": since} if since is not None else {})
-        rows = [dict(r._mapping) for r in res]
+        rows = forecasts.accuracy(conn, since)
     rows.sort(key=lambda r: (r["exchange"], r["symbol"], r["timeframe"], r["horizon"],
                              MODEL_ORDER.get(r["model"], 9), r["model"]))
     return rows
@@ -64,14 +62,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def series_for_plot(store: Store, since: int | None, horizon: int) -> dict[str, Any]:
-    q = """
-SELECT f.model, f.symbol, f.target_ts, f.yhat, f.lower, f.upper, f.actual
-FROM forecasts f
-WHERE f.actual IS NOT NULL AND f.horizon = :h AND f.issued_ts >= :since
-ORDER BY f.symbol, f.model, f.target_ts
-"""
     with store.read("plot data") as conn:
-        rows = conn.execute(text(q), {"h": horizon, "since": since or 0}).fetchall()
+        rows = forecasts.scored_at_horizon(conn, since, horizon)
     out: dict[str, Any] = {}
     for model, sym, t, y, lo, hi, a in rows:
         d = out.setdefault(sym, {}).setdefault(model, {"t": [], "y": [], "lo": [], "hi": [],
@@ -84,16 +76,21 @@ ORDER BY f.symbol, f.model, f.target_ts
     return out
 
 
-def plot(store: Store, path: Path, since: int | None, rows: list[dict[str, Any]]) -> None:
-    """Forecast vs actual with the 80 % band per symbol, and MAE by horizon per model."""
+def pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files only; UsageError when it is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise RuntimeError("--plot needs matplotlib: pip install 'tickcast[plot]'") from e
-    from datetime import UTC, datetime
+        raise UsageError("--plot needs matplotlib: pip install 'tickcast[plot]'") from e
+    return plt
+
+
+def plot(store: Store, path: Path, since: int | None, rows: list[dict[str, Any]]) -> None:
+    """Forecast vs actual with the 80 % band per symbol, and MAE by horizon per model."""
+    plt = pyplot()
 
     horizons = sorted({r["horizon"] for r in rows})
     h = horizons[0] if horizons else 1

@@ -1,10 +1,16 @@
-"""ccxt timeframe strings ('1m', '1h', '1d') to milliseconds and back."""
+"""ccxt timeframe strings ('1m', '1h', '1d') and candle lengths in milliseconds.
+
+Why not `ccxt.Exchange.parse_timeframe`: it is the same four-entry table, but importing ccxt
+costs about a second, and the CLI and the settings (which validate `exchange.timeframe`)
+must start fast without it; ccxt also accepts '0m' or '-1m', which are not timeframes. A test
+checks that `to_ms` agrees with ccxt on every timeframe accepted here. What ccxt does not
+give at all is the way back (`from_ms`). Reading a timeframe off a file's timestamps lives
+with the file reader (`datafiles`).
+"""
 
 from __future__ import annotations
 
 import re
-
-import numpy as np
 
 _UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _RE = re.compile(r"^([1-9][0-9]*)([mhdw])$")
@@ -33,22 +39,3 @@ def from_ms(ms: int) -> str:
         if ms % size == 0:
             return f"{ms // size}{unit}"
     raise ValueError(f"no timeframe is {ms} ms long (must be whole minutes)")
-
-
-def infer(ts_ms: np.ndarray) -> str | None:
-    """The timeframe of a series from the most common spacing of its timestamps.
-
-    >>> infer(np.array([0, 60_000, 120_000, 300_000]))
-    '1m'
-    """
-    if len(ts_ms) < 2:
-        return None
-    d = np.diff(np.sort(np.asarray(ts_ms, dtype=np.int64)))
-    d = d[d > 0]
-    if len(d) == 0:
-        return None
-    values, counts = np.unique(d, return_counts=True)
-    try:
-        return from_ms(int(values[np.argmax(counts)]))
-    except ValueError:
-        return None

@@ -1,4 +1,4 @@
-"""Candle rows: idempotent insert, newest candle, internal gaps, windows.
+"""Candle rows: idempotent insert, newest candle, internal gaps, ranges.
 
 A candle row here is the tuple ``(ts, open, high, low, close, volume)``;
 validation happens before this module (the daemon's job), the CHECK constraints
@@ -133,21 +133,6 @@ def range_rows(
         .order_by(candles.c.ts)
     )
     return [_row(r) for r in conn.execute(q)]
-
-
-def window(
-    conn: Connection, exchange: str, symbol: str, timeframe: str, end_ts: int, n: int
-) -> list[Row]:
-    """The last n stored candles with ts <= end_ts, ascending (may be fewer, may have holes)."""
-    q = (
-        select(*_ROW_COLS)
-        .where(_series(exchange, symbol, timeframe), candles.c.ts <= end_ts)
-        .order_by(candles.c.ts.desc())
-        .limit(n)
-    )
-    rows = [_row(r) for r in conn.execute(q)]
-    rows.reverse()
-    return rows
 
 
 def mark_empty(

@@ -47,8 +47,7 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database)
 
 
-def create(url: str, *, read_only: bool = False, durable: bool = True,
-           busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
+def create(url: str, *, durable: bool = True, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
     """Create an engine with the project's SQLite settings applied on every connection.
 
     `durable` False trades the fsync of each commit for speed (replay stores): WAL
@@ -67,8 +66,6 @@ def create(url: str, *, read_only: bool = False, durable: bool = True,
         )
     path = sqlite_path(url)
     if path is not None:
-        if read_only and not path.exists():
-            raise StorageError(f"store {path} does not exist")
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             # Owner-only from the first byte: the store may hold a user's history.
@@ -152,12 +149,6 @@ def iso_time_sql(column: str) -> str:
 def quick_check(conn: Connection) -> list[str]:
     """Problems found by the back-end's cheap integrity check; empty means fine."""
     rows = conn.exec_driver_sql("PRAGMA quick_check").fetchall()
-    msgs = [str(r[0]) for r in rows]
-    return [] if msgs == ["ok"] else msgs
-
-
-def integrity_check(conn: Connection) -> list[str]:
-    rows = conn.exec_driver_sql("PRAGMA integrity_check").fetchall()
     msgs = [str(r[0]) for r in rows]
     return [] if msgs == ["ok"] else msgs
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Connection
 
 from .dialect import insert_ignore
 from .schema import candles, forecasts
+from .views import accuracy_sql
 
 
 @dataclass(frozen=True)
@@ -75,21 +77,6 @@ def pending_count(conn: Connection) -> int:
     return int(conn.execute(q).scalar() or 0)
 
 
-def latest_issued(
-    conn: Connection, model: str, exchange: str, symbol: str, timeframe: str
-) -> int | None:
-    q = select(func.max(forecasts.c.issued_ts)).where(
-        and_(
-            forecasts.c.model == model,
-            forecasts.c.exchange == exchange,
-            forecasts.c.symbol == symbol,
-            forecasts.c.timeframe == timeframe,
-        )
-    )
-    v = conn.execute(q).scalar()
-    return None if v is None else int(v)
-
-
 def max_issued(conn: Connection) -> int | None:
     v = conn.execute(select(func.max(forecasts.c.issued_ts))).scalar()
     return None if v is None else int(v)
@@ -110,3 +97,22 @@ def recent_mae(conn: Connection, since_ms: int) -> list[dict[str, object]]:
         .order_by(forecasts.c.symbol, forecasts.c.horizon, forecasts.c.model)
     )
     return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def accuracy(conn: Connection, since: int | None = None) -> list[dict[str, Any]]:
+    """Rows of the forecast_accuracy view, or of the same SQL over forecasts issued since a
+    time: `tickcast report --since` and the view can never disagree."""
+    sql = accuracy_sql(since_param="since" if since is not None else None)
+    res = conn.execute(text(sql), {"since": since} if since is not None else {})
+    return [dict(r._mapping) for r in res]
+
+
+def scored_at_horizon(conn: Connection, since: int | None,
+                      horizon: int) -> list[tuple[Any, ...]]:
+    """(model, symbol, target_ts, yhat, lower, upper, actual) of scored forecasts at one
+    horizon issued since a time, by symbol, model and target time (for plots)."""
+    f = forecasts.c
+    q = (select(f.model, f.symbol, f.target_ts, f.yhat, f.lower, f.upper, f.actual)
+         .where(f.actual.is_not(None), f.horizon == horizon, f.issued_ts >= (since or 0))
+         .order_by(f.symbol, f.model, f.target_ts))
+    return [tuple(r) for r in conn.execute(q)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import desc, insert, select, update
+from sqlalchemy import desc, insert, select
 from sqlalchemy.engine import Connection
 
 from .dialect import insert_ignore
@@ -18,10 +18,6 @@ def start(conn: Connection, **values: Any) -> int:
     pk = res.inserted_primary_key
     assert pk is not None
     return int(pk[0])
-
-
-def finish(conn: Connection, run_id: int, **values: Any) -> None:
-    conn.execute(update(training_runs).where(training_runs.c.id == run_id).values(**values))
 
 
 def latest(
@@ -52,16 +48,6 @@ def last_attempt_end(conn: Connection, model: str, exchange: str, timeframe: str
     """data_end_ts of the newest recorded training run of any outcome."""
     row = latest(conn, model, exchange=exchange, timeframe=timeframe)
     return None if row is None or row["data_end_ts"] is None else int(row["data_end_ts"])
-
-
-def abandon_running(conn: Connection, now_ms: int) -> int:
-    """Runs left 'running' by a process that died are marked failed at start-up."""
-    res = conn.execute(
-        update(training_runs)
-        .where(training_runs.c.status == "running")
-        .values(status="failed", finished_at=now_ms, reason="process ended during training")
-    )
-    return max(res.rowcount or 0, 0)
 
 
 def get_meta(conn: Connection, key: str) -> str | None:

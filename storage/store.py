@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from . import dialect
 from .errors import StorageError, StoreBusy, StoreCorrupt
-from .migrations import current_version, migrate
+from .migrations import migrate
 
 
 def translate(e: Exception, what: str) -> StorageError:
@@ -70,10 +70,6 @@ class Store:
             raise
         except (SQLAlchemyError, OSError) as e:
             raise translate(e, f"opening store {self.url}") from e
-
-    def version(self) -> int:
-        with self.read() as conn:
-            return current_version(conn)
 
     @contextmanager
     def write(self, what: str = "write") -> Iterator[Connection]:

@@ -1,12 +1,12 @@
-"""Shared fixtures: real data, a running exchange emulator, real SQLite stores, the CLI."""
+"""Fixtures: real data, a running exchange emulator, the CLI in-process.
+
+Plain helpers (paths, config files, subprocesses, invariants) live in `tests/helpers/`.
+"""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,20 +14,7 @@ import pytest
 from daemon.cli import main
 from daemon.clock import parse_time
 from tests.emulator import Candle, ExchangeEmulator, hourly_onto_minutes, load_csv
-
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "daemon" / "sample"
-HOURLY = {
-    "BTC/USD": SAMPLE / "bitstamp_BTC-USD_1h_2017-11_2020-12.csv.gz",
-    "BTC/EUR": SAMPLE / "bitstamp_BTC-EUR_1h_2017-11_2020-12.csv.gz",
-}
-GAPPY_MINUTES = {
-    "BTC/USD": ROOT / "tests/data/coinbase_BTC-USD_1m_2018-04-04_2018-04-06.csv.gz",
-    "BTC/EUR": ROOT / "tests/data/coinbase_BTC-EUR_1m_2018-04-04_2018-04-06.csv.gz",
-}
-MINUTE = 60_000
-T0 = parse_time("2024-01-01")  # where real hourly candles are laid onto a minute grid
-DAYS = 3
+from tests.helpers import DAYS, HOURLY, MINUTE, T0
 
 
 @pytest.fixture(scope="session")
@@ -65,38 +52,6 @@ def emulator(minutes: dict[str, list[Candle]]) -> Iterator[ExchangeEmulator]:
     assert emu.internal_errors == []
 
 
-def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
-    lines = []
-    for section, body in sections.items():
-        lines.append(f"[{section}]")
-        for k, v in body.items():
-            if isinstance(v, bool):
-                text = "true" if v else "false"
-            elif isinstance(v, str):
-                text = '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            elif isinstance(v, list):
-                text = "[" + ", ".join(f'"{x}"' if isinstance(x, str) else str(x) for x in v) + "]"
-            else:
-                text = repr(v)
-            lines.append(f"{k} = {text}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def emulator_config(tmp_path: Path, emu: ExchangeEmulator, exchange_id: str = "bitstamp",
-                    **extra: dict[str, Any]) -> Path:
-    """A config that points tickcast at the emulator with its clock and fast retries."""
-    sections: dict[str, dict[str, Any]] = {
-        "exchange": {"id": exchange_id, "api_url": emu.base_url, "rate_limit": False,
-                     "timeout_ms": 1500, "max_retries": 8, "backoff_max_s": 0.05},
-        "model": {"train_window": 4000, "lookback": 60, "horizons": [1, 5, 15], "threads": 1},
-        "daemon": {"clock": f"fixed:{emu.now_ms()}"},
-    }
-    for k, v in extra.items():
-        sections.setdefault(k, {}).update(v)
-    return write_config(tmp_path / "config.toml", sections)
-
-
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Run the CLI in-process (fast); returns the exit code."""
@@ -108,16 +63,6 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Any:
         return main(list(args))
 
     return run
-
-
-def run_subprocess(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
-                   cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The real `python -m daemon` as a child process."""
-    e = {k: v for k, v in os.environ.items()
-         if not k.startswith("TICKCAST_") and k != "STATE_DIRECTORY"}
-    e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "daemon", *args], capture_output=True,
-                          text=True, timeout=timeout, env=e, cwd=cwd or ROOT)
 
 
 # Benchmark scripts are run by hand (python tests/bench/x.py), never collected.

@@ -10,14 +10,17 @@ from typing import Any
 
 import pytest
 
+from daemon.ccxt_source import CcxtSource
 from daemon.clock import iso
 from daemon.ingest import poll
-from daemon.source import CcxtSource, RetryLater
+from daemon.series import Series
+from daemon.source import RetryLater
 from storage import Store, candles
-from tests.conftest import GAPPY_MINUTES, MINUTE, T0, emulator_config
 from tests.emulator import ExchangeEmulator, load_csv
+from tests.helpers import GAPPY_MINUTES, MINUTE, T0, emulator_config, wait_until
 
 SYMBOLS = ["BTC/USD", "BTC/EUR"]
+SERIES = Series("bitstamp", tuple(SYMBOLS), "1m")
 
 
 def stored(db: Path, symbol: str) -> list[tuple[Any, ...]]:
@@ -123,16 +126,16 @@ def test_polling_after_an_outage_resumes_from_the_store(tmp_path: Path,
     src = CcxtSource("bitstamp", api_url=emulator.base_url, rate_limit=False, max_retries=1,
                      backoff_max_s=0.01, timeout_ms=1000)
     for sym in SYMBOLS:
-        poll(s, src, sym, "1m", MINUTE, now, history=1500)
+        poll(s, src, SERIES, sym, now, history=1500)
     emulator.add_fault("drop")
     for _ in range(3):  # three ticks during the outage
         emulator.advance(MINUTE)
         with pytest.raises(RetryLater):
-            poll(s, src, "BTC/USD", "1m", MINUTE, emulator.now_ms(), history=1500)
+            poll(s, src, SERIES, "BTC/USD", emulator.now_ms(), history=1500)
     emulator.clear_faults()
     emulator.advance(MINUTE)
     for sym in SYMBOLS:
-        stats = poll(s, src, sym, "1m", MINUTE, emulator.now_ms(), history=1500)
+        stats = poll(s, src, SERIES, sym, emulator.now_ms(), history=1500)
     assert stats.stored == 4
     with s.read() as conn:
         for sym in SYMBOLS:
@@ -234,6 +237,19 @@ def test_a_stop_request_interrupts_the_backoff(emulator: ExchangeEmulator) -> No
     src = CcxtSource("bitstamp", api_url=emulator.base_url, rate_limit=False, max_retries=50,
                      backoff_max_s=30, timeout_ms=500, stop=stop)
     emulator.add_fault("http503")
-    threading.Timer(0.3, stop.set).start()
-    with pytest.raises(Stopping):
-        src.fetch_closed("BTC/USD", "1m", MINUTE, T0, None, emulator.now_ms())
+    raised: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            src.fetch_closed(SERIES, "BTC/USD", T0, None, emulator.now_ms())
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            raised.append(e)
+
+    t = threading.Thread(target=fetch)
+    t.start()
+    # Stop once the source is retrying: 50 retries of up to 30 s would take half an hour.
+    wait_until(lambda: emulator.request_count() >= 2, "the source to be retrying")
+    stop.set()
+    t.join(120)
+    assert not t.is_alive(), "the stop request did not interrupt the backoff"
+    assert len(raised) == 1 and isinstance(raised[0], Stopping), raised

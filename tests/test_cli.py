@@ -11,7 +11,7 @@ import pytest
 
 import daemon
 from daemon.cli import COMMANDS, build_parser
-from tests.conftest import HOURLY, ROOT, run_subprocess
+from tests.helpers import HOURLY, ROOT, run_subprocess
 
 SPEC_COMMANDS = {"run", "backfill", "import", "replay", "report", "status"}
 

@@ -2,25 +2,47 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from daemon import settings
+from daemon import settings, settings_values
 from daemon.errors import ConfigError
-from tests.conftest import run_subprocess, write_config
+from daemon.series import Series
+from tests.helpers import run_subprocess, write_config
 
 
 def test_defaults_serve_a_first_run_without_any_file() -> None:
     s = settings.load(None, env={})
-    assert s.exchange == "bitstamp"
-    assert s.symbols == ["BTC/USD", "BTC/EUR"]
-    assert s.timeframe == "1m" and s.timeframe_ms == 60_000
-    assert s.storage_url == "sqlite:///tickcast.db"
-    assert s.horizons == [1, 5, 15, 30, 60]
-    assert (s["model.lookback"], s["model.train_window"], s["model.retrain_every"]) == (240, 20160, 60)
-    assert s["model.device"] == "auto"
+    assert s.exchange.id == "bitstamp"
+    assert s.exchange.symbols == ("BTC/USD", "BTC/EUR")
+    assert s.exchange.timeframe == "1m" and s.series.step_ms == 60_000
+    assert s.series == Series("bitstamp", ("BTC/USD", "BTC/EUR"), "1m")
+    assert s.storage.url == "sqlite:///tickcast.db"
+    assert s.model.horizons == (1, 5, 15, 30, 60)
+    assert (s.model.lookback, s.model.train_window, s.model.retrain_every) == (240, 20160, 60)
+    assert s.model.device == "auto"
+
+
+def test_every_key_is_a_typed_attribute_of_its_section() -> None:
+    """KEYS and the section dataclasses agree: a key added to one and not the other fails
+    here (adding a key is its Key(...) line plus one field)."""
+    assert settings.declaration_problems() == []
+    s = settings.load(None, env={})
+    for key in settings.KEYS:
+        value = getattr(getattr(s, key.section), key.name)
+        want = tuple(key.default) if key.type is list else key.default
+        assert value == want and type(value) is (tuple if key.type is list else key.type), key
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.model.lookback = 3  # type: ignore[misc]
+
+
+def test_a_key_missing_from_its_dataclass_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = settings_values.Key("model", "baseline_ewma_lambda", float, 0.94)
+    monkeypatch.setattr(settings, "KEYS", [*settings.KEYS, extra])
+    assert any("baseline_ewma_lambda" in p for p in settings.declaration_problems())
 
 
 def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
@@ -28,20 +50,39 @@ def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
                                             "model": {"lookback": 100}})
     env = {"TICKCAST_MODEL__LOOKBACK": "120", "TICKCAST_MODEL__HORIZONS": "1,2,3",
            "TICKCAST_EXCHANGE__SYMBOLS": "BTC/USD"}
-    s = settings.load(cfg, env=env, overrides={"exchange.api_url": "http://127.0.0.1:9"})
-    assert s.exchange == "kraken" and s["exchange.timeout_ms"] == 500
-    assert s["model.lookback"] == 120 and s.horizons == [1, 2, 3]
-    assert s.symbols == ["BTC/USD"]
-    assert s["exchange.api_url"] == "http://127.0.0.1:9"
-    assert s.sources["model.lookback"] == "env"
+    s = settings.load(cfg, env=env, overrides={"exchange.api_url": "http://127.0.0.1:9",
+                                               "model.hidden": 12})
+    assert s.exchange.id == "kraken" and s.exchange.timeout_ms == 500
+    assert s.model.lookback == 120 and s.model.horizons == (1, 2, 3)
+    assert s.exchange.symbols == ("BTC/USD",)
+    assert s.exchange.api_url == "http://127.0.0.1:9" and s.model.hidden == 12
+    assert s.sources["model.lookback"] == "env" and s.sources["model.hidden"] == "flag"
 
 
 def test_state_directory_sets_the_store_unless_configured(tmp_path: Path) -> None:
     s = settings.load(None, env={"STATE_DIRECTORY": "/var/lib/tickcast"})
-    assert s.storage_url == "sqlite:////var/lib/tickcast/tickcast.db"
+    assert s.storage.url == "sqlite:////var/lib/tickcast/tickcast.db"
     s = settings.load(None, env={"STATE_DIRECTORY": "/var/lib/tickcast",
                                  "TICKCAST_STORAGE__URL": "sqlite:////tmp/x.db"})
-    assert s.storage_url == "sqlite:////tmp/x.db"
+    assert s.storage.url == "sqlite:////tmp/x.db"
+
+
+def test_configuration_directory_supplies_the_file_unless_one_is_given(tmp_path: Path) -> None:
+    write_config(tmp_path / "config.toml", {"model": {"lookback": 99}})
+    env = {"CONFIGURATION_DIRECTORY": str(tmp_path)}
+    assert settings.load_for_command(None, None, None, env).model.lookback == 99
+    other = write_config(tmp_path / "other.toml", {"model": {"lookback": 77}})
+    assert settings.load_for_command(str(other), None, None, env).model.lookback == 77
+    empty = tmp_path / "empty"
+    empty.mkdir()  # the directory without a config.toml: the defaults serve
+    assert settings.load_for_command(None, None, None, {"CONFIGURATION_DIRECTORY": str(empty)}
+                                     ).model.lookback == 240
+
+
+def test_overrides_and_benchmark_text_name_unknown_keys() -> None:
+    assert settings.parse_override("model.horizons", "1,2") == [1, 2]
+    with pytest.raises(ConfigError, match=r"model\.nope"):
+        settings.load(None, env={}, overrides={"model.nope": 3})
 
 
 @pytest.mark.parametrize("sections,key", [

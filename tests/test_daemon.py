@@ -1,20 +1,24 @@
-"""`tickcast run` as a real subprocess: scheduling, systemd notify, one instance, clean stop."""
+"""`tickcast run` as a real subprocess: scheduling, systemd notify, one instance, clean stop.
+
+Every wait polls for the behaviour with a generous deadline (a busy machine only makes it
+slower); assertions are about what happened, never about how long it took.
+"""
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import MINUTE, ROOT, run_subprocess, write_config
-from tests.daemon_harness import DaemonHarness
+from tests.helpers import MINUTE, ROOT, assert_no_holes, run_subprocess, wait_until, write_config
+from tests.helpers.daemon import DaemonHarness
 
 
 @pytest.fixture
@@ -29,21 +33,33 @@ def counts(h: DaemonHarness) -> dict[str, tuple[int, int]]:
         "select model, count(*), sum(actual is not null) from forecasts group by model")}
 
 
+def committed(h: DaemonHarness) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    """Keys of every committed candle and forecast."""
+    return ({tuple(r) for r in h.query("select symbol, ts from candles")},
+            {tuple(r) for r in h.query("select model, symbol, issued_ts, horizon from forecasts")})
+
+
 def test_the_daemon_ingests_trains_forecasts_scores_and_talks_to_systemd(
         harness: DaemonHarness) -> None:
     p = harness.start()
-    harness.wait_for(lambda: harness.notify.has("READY=1"), 30, "READY=1")
+    harness.wait_for(lambda: harness.notify.has("READY=1"), "READY=1")
     harness.wait_for(lambda: all(c[1] > 0 for c in counts(harness).values())
-                     and set(counts(harness)) == {"seq2seq", "naive", "drift"}, 60,
+                     and set(counts(harness)) == {"seq2seq", "naive", "drift"},
                      "scored forecasts of all three models")
     syms = dict(harness.query("select symbol, count(*) from candles group by symbol"))
     assert set(syms) == {"BTC/USD", "BTC/EUR"} and min(syms.values()) >= 300
     assert harness.query("select count(*) from training_runs where status = 'accepted'")[0][0] >= 1
-    harness.wait_for(lambda: len(harness.notify.times("WATCHDOG=1")) >= 3, 20, "watchdog pings")
+    harness.wait_for(lambda: len(harness.notify.times("WATCHDOG=1")) >= 3, "watchdog pings")
     assert harness.notify.has("STATUS=")
-    code, took = harness.stop(p)
-    assert code == 0 and took < 10
+    before = committed(harness)
+    assert harness.stop(p) == 0
     assert harness.notify.has("STOPPING=1")
+    # A clean stop: the tick in flight was finished, not abandoned, and nothing committed
+    # before the signal is gone.
+    assert "stopped after" in harness.log() and "abandoning" not in harness.log()
+    after = committed(harness)
+    assert before[0] <= after[0] and before[1] <= after[1]
+    assert harness.query("pragma integrity_check")[0][0] == "ok"
     # every stored candle is one the exchange had closed, with the exchange's values
     truth = {c[0]: tuple(c) for c in harness.emu.closed_candles("BTC/USD")}
     for row in harness.query("select ts, open, high, low, close, volume from candles "
@@ -56,7 +72,7 @@ def test_status_reports_model_training_pending_and_recent_error(
     import json
 
     p = harness.start()
-    harness.wait_for(lambda: counts(harness).get("seq2seq", (0, 0))[1] > 0, 60, "scored")
+    harness.wait_for(lambda: counts(harness).get("seq2seq", (0, 0))[1] > 0, "scored seq2seq")
     env = {"TICKCAST_DAEMON__CLOCK": harness.clock.spec()}
     live = run_subprocess("--config", str(harness.config), "--db", str(harness.db), "status",
                           "--json", env=env)
@@ -78,49 +94,52 @@ def test_status_reports_model_training_pending_and_recent_error(
 def test_a_second_instance_is_refused_and_a_kill_9_restart_resumes_cleanly(
         harness: DaemonHarness) -> None:
     first = harness.start()
-    harness.wait_for(lambda: harness.notify.has("READY=1"), 30, "READY=1")
-    harness.wait_for(lambda: counts(harness).get("seq2seq", (0, 0))[0] > 0, 60, "forecasts")
+    harness.wait_for(lambda: harness.notify.has("READY=1"), "READY=1")
+    harness.wait_for(lambda: counts(harness).get("seq2seq", (0, 0))[0] > 0, "forecasts")
     second = harness.start()
-    assert second.wait(20) == 75
+    assert second.wait(120) == 75
     assert "already holds the store" in harness.log()
     first.send_signal(signal.SIGKILL)
-    first.wait(10)
+    first.wait(60)
     issued_before = harness.query("select max(issued_ts) from forecasts")[0][0]
     harness.start()
     harness.wait_for(lambda: (harness.query("select max(issued_ts) from forecasts")[0][0] or 0)
-                     > issued_before + 5 * MINUTE, 60, "forecasts after the restart")
+                     > issued_before + 5 * MINUTE, "forecasts after the restart")
     harness.stop(harness.procs[-1])
     assert harness.query("select count(*) from (select 1 from forecasts group by model, symbol, "
                          "issued_ts, horizon having count(*) > 1)")[0][0] == 0
-    for sym in ("BTC/USD", "BTC/EUR"):
-        ts = [r[0] for r in harness.query("select ts from candles where symbol = ? order by ts",
-                                          sym)]
-        assert all(b - a == MINUTE for a, b in zip(ts, ts[1:], strict=False)), "hole in candles"
+    assert_no_holes(harness.db)
     assert harness.query("pragma integrity_check")[0][0] == "ok"
 
 
 def test_an_exchange_outage_keeps_the_watchdog_alive_and_leaves_no_hole(
         harness: DaemonHarness) -> None:
     p = harness.start()
-    harness.wait_for(lambda: counts(harness).get("naive", (0, 0))[0] > 0, 30, "first forecasts")
-    harness.emu.add_fault("http503")
-    t_out = time.monotonic()
-    time.sleep(8)  # eight simulated minutes of 503s
-    pings = [t for t in harness.notify.times("WATCHDOG=1") if t > t_out + 2]
-    assert len(pings) >= 4, "the watchdog went quiet during an exchange outage"
+    harness.wait_for(lambda: counts(harness).get("naive", (0, 0))[0] > 0, "first forecasts")
+    emu = harness.emu
+    n0 = emu.request_count()
+    emu.add_fault("http503")
+
+    def refused() -> list[Any]:
+        return [r for r in list(emu.requests)[n0:] if r.status == 503]
+
+    harness.wait_for(lambda: bool(refused()), "the outage to begin")
+    t_out = refused()[0].mono
+
+    def pinged_during_outage() -> bool:
+        pings = [t for t in harness.notify.times("WATCHDOG=1") if t > t_out]
+        failed = any("exchange error" in s for s in harness.notify.statuses()) or \
+            "giving up" in harness.log()
+        return len(pings) >= 4 and failed
+
+    harness.wait_for(pinged_during_outage, "watchdog pings while ticks fail on the outage")
     assert p.poll() is None
-    harness.emu.clear_faults()
-    newest = harness.query("select max(ts) from candles")[0][0]
-    harness.wait_for(lambda: (harness.query("select min(m) from (select max(ts) m from candles "
-                                            "group by symbol)")[0][0] or 0) > newest + 3 * MINUTE,
-                     30, "recovery")
-    harness.stop(p)
-    for sym in ("BTC/USD", "BTC/EUR"):
-        ts = [r[0] for r in harness.query("select ts from candles where symbol = ? order by ts",
-                                          sym)]
-        assert all(b - a == MINUTE for a, b in zip(ts, ts[1:], strict=False)), "outage left a hole"
-    assert "exchange error" in " ".join(m for _, m in harness.notify.messages) or \
-        "giving up" in harness.log()
+    assert all(r.status == 503 for r in list(emu.requests)[n0:]), "the outage had a gap"
+    emu.clear_faults()
+    newest = harness.newest_common()
+    harness.wait_for(lambda: harness.newest_common() > newest + 3 * MINUTE, "recovery")
+    assert harness.stop(p) == 0
+    assert_no_holes(harness.db)
 
 
 def test_a_hung_tick_stops_the_watchdog_pings(tmp_path: Path,
@@ -129,37 +148,49 @@ def test_a_hung_tick_stops_the_watchdog_pings(tmp_path: Path,
                       watchdog_usec=1_000_000)
     try:
         p = h.start()
-        h.wait_for(lambda: counts(h).get("naive", (0, 0))[0] > 0, 30, "first forecasts")
-        h.emu.add_fault("hang")
-        time.sleep(9)
-        recent = [t for t in h.notify.times("WATCHDOG=1") if t > time.monotonic() - 2.5]
-        assert recent == [], "pings continued although no tick completes"
+        h.wait_for(lambda: counts(h).get("naive", (0, 0))[0] > 0, "first forecasts")
+        h.emu.add_fault("hang")  # requests are held until the end of the test
+
+        def refusals() -> int:
+            return h.log().count("not pinging the watchdog")
+
+        h.wait_for(lambda: refusals() >= 2, "the daemon to notice that no tick completes")
+        pings = len(h.notify.times("WATCHDOG=1"))
+        h.wait_for(lambda: refusals() >= 5, "three more watchdog periods")
+        assert len(h.notify.times("WATCHDOG=1")) == pings, \
+            "pings continued although no tick completes"
         assert p.poll() is None
-        code, took = h.stop(p)
-        assert code == 0 and took < 10  # the request in flight is abandoned, not waited for
+        # The request in flight would take 120 s: the daemon abandons it and exits 0.
+        try:
+            code = h.stop(p, timeout=100)
+        except subprocess.TimeoutExpired:
+            pytest.fail("SIGTERM waited for the hung request instead of abandoning it")
+        assert code == 0
+        assert "abandoning the step in flight" in h.log()
+        assert h.notify.has("STOPPING=1")
     finally:
         h.close()
 
 
-def test_training_longer_than_the_poll_interval_does_not_delay_ticks(
-        tmp_path: Path, minutes: dict[str, list[Any]]) -> None:
+def test_training_does_not_hold_up_the_ticks(tmp_path: Path,
+                                             minutes: dict[str, list[Any]]) -> None:
+    """A training that never ends here (a million steps) runs beside the ticks: ticks keep
+    completing and storing forecasts while it runs, and SIGTERM still stops the daemon."""
     h = DaemonHarness(tmp_path, minutes, speed=120.0,
-                      model={"initial_steps": 600, "hidden": 24, "retrain_every": 1000})
+                      model={"initial_steps": 1_000_000, "hidden": 24, "retrain_every": 1000})
     try:
         p = h.start()
-        h.wait_for(lambda: h.query("select count(*) from training_runs")[0][0] >= 1 if
-                   h.query("select count(*) from training_runs") else False, 90, "training")
-        h.stop(p)
-        (started, finished, wall), = h.query(
-            "select started_at, finished_at, wall_seconds from training_runs")
-        assert wall > 2.0, "training was too short to prove anything"
-        issued = [r[0] for r in h.query(
-            "select distinct created_at from forecasts where model = 'naive' and created_at "
-            "between ? and ? order by 1", started, finished)]
-        sim_minutes = (finished - started) / MINUTE
-        assert len(issued) >= 0.6 * sim_minutes, (len(issued), sim_minutes)
-        gaps = [b - a for a, b in zip(issued, issued[1:], strict=False)]
-        assert max(gaps) <= 3 * MINUTE
+
+        def ticks_while_training() -> list[int]:
+            """Forecasts stored by each tick that ended while the model was training."""
+            return [int(m.group(1)) for s in h.notify.statuses() if "; training" in s
+                    for m in [re.search(r"; (\d+) forecasts", s)] if m]
+
+        h.wait_for(lambda: sum(n > 0 for n in ticks_while_training()) >= 5,
+                   "five ticks storing forecasts while the model trains")
+        assert h.query("select count(*) from training_runs")[0][0] == 0, \
+            "the training ended: it proves nothing about ticks beside a running training"
+        assert h.stop(p) == 0
     finally:
         h.close()
 
@@ -177,7 +208,7 @@ def test_state_directory_holds_the_store_by_default(tmp_path: Path) -> None:
     from daemon import settings
 
     cfg = settings.load(None, env={"STATE_DIRECTORY": str(tmp_path)})
-    assert cfg.storage_url == f"sqlite:///{tmp_path / 'tickcast.db'}"
+    assert cfg.storage.url == f"sqlite:///{tmp_path / 'tickcast.db'}"
 
 
 UNIT = ROOT / "deploy" / "tickcast.service"
@@ -226,8 +257,8 @@ def test_ticks_fired_together_run_one_at_a_time_and_none_is_lost(
     torch_threads = torch.get_num_threads()
     h = DaemonHarness(tmp_path, minutes, watchdog_usec=None)
     d = Daemon(settings.load(h.config, env={}, overrides={"storage.url": str(h.db)}), env={})
+    threads = [threading.Thread(target=d.ticker.tick) for _ in range(3)]
     try:
-        d.start()
         real = d.pipeline.tick
         inside: list[int] = []
         most = [0]
@@ -238,30 +269,28 @@ def test_ticks_fired_together_run_one_at_a_time_and_none_is_lost(
             most[0] = max(most[0], len(inside))
             calls[0] += 1
             try:
-                time.sleep(0.4)  # long enough for the other threads to fire meanwhile
+                if calls[0] == 1:  # hold the first tick until the other two have fired
+                    wait_until(lambda: all(t.ident is not None for t in threads)
+                               and sum(t.is_alive() for t in threads) == 1,
+                               "the other ticks to fire")
                 return real(now_ms, **kw)
             finally:
                 inside.pop()
 
         d.pipeline.tick = traced  # type: ignore[method-assign]
-        threads = [threading.Thread(target=d.tick) for _ in range(3)]
         for t in threads:
             t.start()
         for t in threads:
-            t.join(60)
+            t.join(120)
         assert most[0] == 1, "two ticks ran at the same time"
         assert calls[0] == 2, "a tick fired meanwhile must make the running one go round once"
-        assert d.ticks == 2 and d.tick_errors == 0
+        assert d.ticker.ticks == 2 and d.ticker.tick_errors == 0
         assert h.query("select count(*) from candles")[0][0] > 0
     finally:
         # Leave no training thread behind: it would share torch's global seed and thread
         # count with the tests that follow in this process and make their runs differ.
         d.stop.set()
-        if d.train_future is not None:
-            d.train_future.exception(timeout=60)
-        d.train_pool.shutdown(wait=True)
+        assert d.trainer.shutdown(wait_s=120)
         torch.set_num_threads(torch_threads)
-        d.store.close()
-        if d.lock is not None:
-            d.lock.release()
+        d.close()
         h.close()

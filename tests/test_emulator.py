@@ -8,7 +8,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import ccxt
@@ -22,18 +21,14 @@ from tests.emulator import (
     hourly_onto_minutes,
     load_csv,
 )
+from tests.helpers import GAPPY_MINUTES, HOURLY, MINUTE, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
-MINUTE_FILES = {
-    "BTC/USD": ROOT / "tests/data/coinbase_BTC-USD_1m_2018-04-04_2018-04-06.csv.gz",
-    "BTC/EUR": ROOT / "tests/data/coinbase_BTC-EUR_1m_2018-04-04_2018-04-06.csv.gz",
-}
-HOURLY_USD = ROOT / "daemon/sample/bitstamp_BTC-USD_1h_2017-11_2020-12.csv.gz"
+MINUTE_FILES = GAPPY_MINUTES
+HOURLY_USD = HOURLY["BTC/USD"]
 EXCHANGES = ["bitstamp", "kraken"]
 OHLC_PATH = {"bitstamp": "/ohlc/", "kraken": "/OHLC"}
 # How far one since-only request reaches: bitstamp asks for a 1000-step window, kraken returns 720 rows.
 WINDOW_MS = {"bitstamp": 1000 * 60_000, "kraken": 720 * 60_000}
-MINUTE = 60_000
 
 
 def _no_proxy_get(url: str) -> tuple[int, bytes]:
@@ -308,10 +303,9 @@ def test_timeout_fault(client: ccxt.Exchange, emu: ExchangeEmulator) -> None:
     client.timeout = 300
     emu.timeout_s = 1.0
     emu.add_fault("timeout", times=1)
-    t0 = time.monotonic()
+    # RequestTimeout itself is the proof: an answer that came in time would not raise it.
     with pytest.raises(ccxt.RequestTimeout):
         client.fetch_ohlcv("BTC/USD", "1m", limit=5)
-    assert time.monotonic() - t0 < 0.9
     assert len(client.fetch_ohlcv("BTC/USD", "1m", limit=5)) == 5
 
 
@@ -365,10 +359,8 @@ def test_probability_is_seeded_and_reproducible(gappy: dict[str, list[Candle]]) 
 
 
 def _wait_for_hang(emu: ExchangeEmulator) -> None:
-    deadline = time.monotonic() + 3
-    while not any(r.status == "hang" for r in emu.requests):
-        assert time.monotonic() < deadline, "hang request never arrived"
-        time.sleep(0.01)
+    wait_until(lambda: any(r.status == "hang" for r in emu.requests), "the hung request",
+               timeout=60, every=0.01)
 
 
 def _fetch_in_thread(ex: ccxt.Exchange, outcome: dict[str, Any]) -> threading.Thread:
@@ -382,17 +374,20 @@ def _fetch_in_thread(ex: ccxt.Exchange, outcome: dict[str, Any]) -> threading.Th
     return thread
 
 
-def test_stop_is_prompt_while_a_hang_is_pending(client: ccxt.Exchange, emu: ExchangeEmulator) -> None:
+def test_stop_does_not_wait_for_a_pending_hang(client: ccxt.Exchange, emu: ExchangeEmulator) -> None:
+    """The client would wait ten minutes for the hung answer: a stop that waited for it
+    could not end within the generous deadline below."""
     client.load_markets()
-    client.timeout = 10_000
+    client.timeout = 600_000
     emu.add_fault("hang")
     outcome: dict[str, Any] = {}
     thread = _fetch_in_thread(client, outcome)
     _wait_for_hang(emu)
-    t0 = time.monotonic()
-    emu.stop()
-    assert time.monotonic() - t0 < 2.0
-    thread.join(3)
+    stopper = threading.Thread(target=emu.stop, daemon=True)
+    stopper.start()
+    stopper.join(60)
+    assert not stopper.is_alive(), "stop waited for the hung request"
+    thread.join(60)
     assert not thread.is_alive()
     assert isinstance(outcome.get("error"), ccxt.NetworkError)
 

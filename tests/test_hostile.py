@@ -22,7 +22,7 @@ from daemon.importer import import_file
 from daemon.logs import _Formatter
 from daemon.validate import check, check_rows
 from storage import Store
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 T = 1_700_000_040_000
 HEADER = "ts_ms,open,high,low,close,volume"
@@ -181,7 +181,7 @@ def test_hostile_config_files_load_or_name_the_key(tmp_path: Path,
         # file and the position are
         assert any(sec in msg for sec in doc) or ("not valid TOML" in msg and "line" in msg), msg
         return
-    assert s["model.lookback"] >= 8 and s.horizons and s.symbols
+    assert s.model.lookback >= 8 and s.model.horizons and s.exchange.symbols
 
 
 # -- security ----------------------------------------------------------------------------
@@ -210,7 +210,7 @@ def test_symbols_cannot_smuggle_sql(tmp_path: Path, cli: Any) -> None:
 SQL_CALLS = {"execute", "exec_driver_sql", "text", "executemany"}
 # f-strings that build SQL only from code constants (table/column names, view bodies).
 ALLOWED_FSTRING_SQL = {
-    ("storage/dialect.py", "quick_check"), ("storage/dialect.py", "integrity_check"),
+    ("storage/dialect.py", "quick_check"),
     ("storage/dialect.py", "create"), ("storage/dialect.py", "_on_connect"),
     ("storage/migrations.py", "_create_views"),
 }
@@ -238,7 +238,7 @@ def test_no_sql_is_built_from_runtime_strings() -> None:
 
 def test_store_and_checkpoints_are_owner_only(tmp_path: Path) -> None:
     from forecaster.seq2seq import Seq2SeqForecaster
-    from tests.test_forecaster import sine_pair, small_config
+    from tests.helpers.forecaster import sine_pair, small_config
 
     s = Store(str(tmp_path / "perm" / "x.db"))
     s.open(T)

@@ -4,60 +4,39 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import random
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from daemon import replay, settings
-from daemon.backfill import backfill_symbol
+from daemon import replay
+from daemon.backfill import Span, backfill_symbol
+from daemon.ccxt_source import CcxtSource
 from daemon.models import ModelSet
 from daemon.pipeline import Pipeline
-from daemon.source import CcxtSource
+from daemon.series import Series
 from storage import Store
-from tests.conftest import MINUTE, ROOT, T0, write_config
 from tests.emulator import ExchangeEmulator
-
-HOUR = 3_600_000
-SMALL = {"model.lookback": 16, "model.horizons": [1, 3, 6], "model.train_window": 240,
-         "model.retrain_every": 24, "model.initial_steps": 40, "model.retrain_steps": 8,
-         "model.hidden": 8, "model.batch_size": 32, "model.patch": 4, "model.device": "cpu",
-         "model.threads": 1}
-COLS = "model, model_version, exchange, symbol, timeframe, issued_ts, target_ts, horizon, " \
-       "yhat, lower, upper, created_at, actual, error, scored_at"
-
-
-def small_cfg(**kw: Any) -> settings.Settings:
-    return settings.load(None, env={}, overrides={**SMALL, **kw})
-
-
-def make_input(pair: dict[str, list[Any]], n: int | None = None,
-               drop: dict[str, list[int]] | None = None) -> replay.ReplayInput:
-    series = {}
-    for s, rows in pair.items():
-        arr = np.asarray(rows[:n], dtype=np.float64)
-        if drop and s in drop:
-            arr = np.delete(arr, drop[s], axis=0)
-        series[s] = (arr[:, 0].astype(np.int64), arr[:, 1:].copy())
-    return replay.ReplayInput("bitstamp", "1h", HOUR, series, "test")
-
-
-def rows(db: Path | str, where: str = "1=1") -> list[tuple[Any, ...]]:
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(f"select {COLS} from forecasts where {where} "
-                           "order by model, symbol, issued_ts, horizon").fetchall()
-    finally:
-        con.close()
+from tests.helpers import (
+    HOUR,
+    MINUTE,
+    ROOT,
+    SCRIPT_CFG,
+    T0,
+    env_without,
+    issued_ticks,
+    make_input,
+    rows,
+    small_cfg,
+    wait_until,
+    write_config,
+    write_data,
+)
 
 
 @pytest.fixture(scope="module")
@@ -190,49 +169,36 @@ def test_report_since_matches_a_filtered_computation(full_run: tuple[Path, Any],
         assert got[key]["mae"] == pytest.approx(sum(errs) / len(errs), rel=1e-9)
 
 
-SCRIPT_CFG = {"model": {"lookback": 16, "horizons": [1, 3, 6], "train_window": 240,
-                        "retrain_every": 24, "initial_steps": 40, "retrain_steps": 8,
-                        "hidden": 8, "batch_size": 32, "patch": 4, "device": "cpu",
-                        "threads": 1}}
-
-
-def _write_data(tmp: Path, pair: dict[str, list[Any]], n: int) -> list[Path]:
-    files = []
-    for s, rs in pair.items():
-        f = tmp / f"bitstamp_{s.replace('/', '-')}_1h_test.csv"
-        f.write_text("ts_ms,open,high,low,close,volume\n" +
-                     "".join(f"{r[0]},{r[1]!r},{r[2]!r},{r[3]!r},{r[4]!r},{r[5]!r}\n"
-                             for r in rs[:n]))
-        files.append(f)
-    return files
-
-
 def test_a_replay_killed_with_sigkill_and_restarted_ends_with_the_same_rows(
         tmp_path: Path, pair: dict[str, list[Any]]) -> None:
-    files = _write_data(tmp_path, pair, 460)
+    """Each run is killed once it has committed a few more ticks than the last one left:
+    a point the test observes in the store, so every kill lands mid-replay on any machine."""
+    files = write_data(tmp_path, pair, 460)
     cfg = write_config(tmp_path / "c.toml", SCRIPT_CFG)
     base = [sys.executable, "-m", "daemon", "--config", str(cfg), "replay", "--data",
             *map(str, files), "--start", "2020-01-14"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
+    env = env_without()
     clean = tmp_path / "clean.db"
     p = subprocess.run([*base, "--out", str(clean)], capture_output=True, text=True, env=env,
-                       cwd=ROOT, timeout=300)
+                       cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     want = rows(clean)
+    total = issued_ticks(clean)
     killed = tmp_path / "killed.db"
-    rng = random.Random(11)
-    kills = 0
-    for _ in range(3):
+    for kill_at in (total // 4, total // 2, 3 * total // 4):
         proc = subprocess.Popen([*base, "--out", str(killed)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
-        time.sleep(rng.uniform(3.0, 6.0))
-        if proc.poll() is None:
+        try:
+            wait_until(lambda k=kill_at, p=proc: issued_ticks(killed) >= k or p.poll() is not None,
+                       f"{kill_at} of {total} ticks committed", timeout=600, every=0.01)
+            assert proc.poll() is None, "the replay ended before the kill; it proves nothing"
             proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-    assert kills >= 1, "the replay finished before it could be killed; the test proves nothing"
+        finally:
+            proc.kill()
+            proc.wait()
+        assert issued_ticks(killed) < total, "killed after the last tick; it proves nothing"
     p = subprocess.run([*base, "--out", str(killed)], capture_output=True, text=True, env=env,
-                       cwd=ROOT, timeout=300)
+                       cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     got = rows(killed)
     assert len(got) == len(set(got))
@@ -270,9 +236,9 @@ def test_a_window_with_a_hole_is_not_forecast_from_and_resumes_after_backfill(
         store.open(now)
         src = CcxtSource("bitstamp", api_url=emu.base_url, rate_limit=False, max_retries=2,
                          backoff_max_s=0.01)
-        models = ModelSet(cfg, exchange="bitstamp", symbols=list(minutes), timeframe="1m",
-                          step_ms=MINUTE, ckpt_dir=tmp_path / "ck")
-        pipe = Pipeline(cfg, store, src, models)
+        series = Series("bitstamp", tuple(minutes), "1m")
+        models = ModelSet(cfg, series, ckpt_dir=tmp_path / "ck")
+        pipe = Pipeline(cfg, store, src, models, series)
         rep = pipe.tick(now)
         assert rep.training is not None and rep.training.status == "accepted"
         assert "seq2seq" in rep.issued
@@ -288,7 +254,7 @@ def test_a_window_with_a_hole_is_not_forecast_from_and_resumes_after_backfill(
         assert "seq2seq" not in rep.issued and "hole" in rep.skipped["seq2seq"]
         assert "not forecasting" in caplog.text
         assert {"naive", "drift"} <= set(rep.issued)
-        backfill_symbol(store, src, "BTC/EUR", "1m", MINUTE, None, None, emu.now_ms(), 240)
+        backfill_symbol(store, src, series, "BTC/EUR", Span(None, None, emu.now_ms(), 240))
         rep = pipe.tick(emu.now_ms())
         assert rep.issued.get("seq2seq") == emu.now_ms() - emu.now_ms() % MINUTE - MINUTE
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import CheckConstraint, UniqueConstraint
 from sqlalchemy.exc import IntegrityError
 
 from storage import SCHEMA_VERSION, SchemaTooNew, StorageError, Store, StoreBusy, candles, dialect
@@ -44,11 +46,19 @@ def test_fresh_store_is_migrated_and_reopen_is_a_no_op(tmp_path: Path) -> None:
             "forecast_accuracy", "schema_version"} <= names
 
 
-def test_every_migration_step_together_gives_exactly_the_declared_schema(tmp_path: Path) -> None:
-    """The frozen steps, applied in order, must build what schema.py declares (and queries use)."""
-    from sqlalchemy import inspect
+def _sql(text: str) -> str:
+    """SQL text compared modulo layout: whitespace, parentheses and quotes."""
+    return re.sub(r"\s+", " ", re.sub(r"[()\"]", " ", text)).strip().lower()
 
-    from storage import migrations
+
+def test_every_migration_step_together_gives_exactly_the_declared_schema(tmp_path: Path) -> None:
+    """The frozen steps, applied in order, must build what schema.py and views.py declare
+    (and the queries use): columns with their types and nullability, keys, every CHECK
+    constraint with its expression, indexes, and the views' bodies."""
+    from sqlalchemy import inspect
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from storage import migrations, views
     from storage.schema import metadata
 
     s = Store(str(tmp_path / "steps.db"))
@@ -57,11 +67,39 @@ def test_every_migration_step_together_gives_exactly_the_declared_schema(tmp_pat
         assert migrations.current_version(conn) == 1
     assert s.open(now_ms=T) == SCHEMA_VERSION
     insp = inspect(s.engine)
+    d = sqlite_dialect.dialect()
     for table in metadata.sorted_tables:
-        cols = [c["name"] for c in insp.get_columns(table.name)]
-        assert cols == [c.name for c in table.columns], table.name
-        assert {i["name"] for i in insp.get_indexes(table.name)} == {
-            i.name for i in table.indexes}, table.name
+        name = table.name
+        cols = [(c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(name)]
+        want = [(c.name, str(c.type.compile(dialect=d)), c.nullable) for c in table.columns]
+        assert cols == want, name
+        assert insp.get_pk_constraint(name)["constrained_columns"] == [
+            c.name for c in table.primary_key.columns], name
+        assert {(u["name"], tuple(u["column_names"])) for u in
+                insp.get_unique_constraints(name)} == {
+            (u.name, tuple(c.name for c in u.columns)) for u in table.constraints
+            if isinstance(u, UniqueConstraint)}, name
+        assert {c["name"]: _sql(c["sqltext"]) for c in insp.get_check_constraints(name)} == {
+            c.name: _sql(str(c.sqltext)) for c in table.constraints
+            if isinstance(c, CheckConstraint)}, name
+        assert {(i["name"], tuple(i["column_names"])) for i in insp.get_indexes(name)} == {
+            (i.name, tuple(c.name for c in i.columns)) for i in table.indexes}, name
+    with s.read() as conn:
+        got = dict(conn.exec_driver_sql(
+            "select name, sql from sqlite_master where type = 'view'").fetchall())
+    # The public columns users' SQL relies on (README, SPEC §6); more may be added.
+    documented = {
+        "forecast_errors": {"issued_at", "target_at", "abs_error", "abs_pct_error", "pct_error",
+                            "in_interval", "model", "symbol", "horizon", "yhat", "actual"},
+        "forecast_accuracy": {"model", "exchange", "symbol", "timeframe", "horizon", "n", "mae",
+                              "rmse", "mape", "bias", "coverage", "mase"},
+    }
+    for view, columns in documented.items():
+        assert columns <= {c["name"] for c in insp.get_columns(view)}, view
+    assert {k: _sql(v) for k, v in got.items()} == {
+        "forecast_errors": _sql(f"CREATE VIEW forecast_errors AS {views.forecast_errors_sql()}"),
+        "forecast_accuracy": _sql(f"CREATE VIEW forecast_accuracy AS {views.accuracy_sql()}"),
+    }
 
 
 def test_an_old_store_is_upgraded_keeping_its_rows(tmp_path: Path) -> None:
@@ -178,7 +216,7 @@ def test_raw_sql_insert_of_a_bad_candle_is_rejected_by_the_schema(store: Store) 
                 "insert into candles values ('x','BTC/USD','1m',0,1,0.5,2,1,1)")
 
 
-def test_newest_window_and_gaps(store: Store) -> None:
+def test_newest_range_and_gaps(store: Store) -> None:
     data = rows(20)
     with store.write() as conn:
         candles.insert(conn, EX, SYM, TF, data[:5] + data[8:15] + data[16:])
@@ -188,7 +226,7 @@ def test_newest_window_and_gaps(store: Store) -> None:
                                                           (data[15][0], data[16][0])]
         assert candles.gaps(conn, EX, SYM, TF, STEP, start=data[9][0]) == [
             (data[15][0], data[16][0])]
-        w = candles.window(conn, EX, SYM, TF, data[9][0], 4)
+        w = candles.range_rows(conn, EX, SYM, TF, data[3][0], data[10][0])
         assert [r[0] for r in w] == [data[i][0] for i in (3, 4, 8, 9)]
     # A no-trade time confirmed by the exchange is no longer a hole.
     with store.write() as conn:

@@ -21,8 +21,8 @@ import numpy as np
 from _common import ROOT, emit
 
 from daemon.clock import ScaledClock
-from tests.conftest import write_config
 from tests.emulator import ExchangeEmulator, hourly_onto_minutes, load_csv
+from tests.helpers import write_config
 
 MINUTE = 60_000
 T0 = 1_704_067_200_000  # 2024-01-01: real hourly candles laid onto minutes from here

@@ -20,7 +20,7 @@ from typing import Any
 
 from _common import emit, peak_rss_mb
 
-from daemon import replay, settings
+from daemon import replay, replay_data, settings
 from daemon.clock import parse_time
 from daemon.report import accuracy, table
 from storage import Store
@@ -59,12 +59,13 @@ def main() -> None:
     overrides: dict[str, Any] = {}
     for kv in args.set:
         k, v = kv.split("=", 1)
-        overrides[k] = settings._parse_env(settings._BY_NAME[tuple(k.split("."))], v, k)  # noqa: SLF001
+        overrides[k] = settings.parse_override(k, v)
     cfg = settings.load(None, env={}, overrides=overrides)
-    files = args.data or replay.bundled_files()
-    inp = replay.load_files(list(files), symbol=None, exchange=None, default_exchange="bitstamp")
+    files = args.data or replay_data.bundled_files()
+    inp = replay_data.load_files(replay_data.check_files(
+        list(files), symbol=None, exchange=None, default_exchange="bitstamp"))
     start = parse_time(args.start)
-    end = min(start + int(args.days * 86_400_000), inp.last_ts() + inp.step_ms)
+    end = min(start + int(args.days * 86_400_000), inp.last_ts() + inp.series.step_ms)
     with tempfile.TemporaryDirectory() as d:
         out = args.out or Path(d) / "bench-replay.db"
         res = replay.run(cfg, inp, start=start, end=end, out=str(out), show_progress=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from _common import emit, peak_rss_mb
 
-from daemon import replay, settings
+from daemon import replay, replay_data, settings
 from daemon.clock import parse_time
 from daemon.pipeline import TickReport
 from storage import Store, dialect
@@ -41,12 +41,12 @@ def main() -> None:
     overrides: dict[str, Any] = {}
     for kv in args.set:
         k, v = kv.split("=", 1)
-        overrides[k] = settings._parse_env(settings._BY_NAME[tuple(k.split("."))], v, k)  # noqa: SLF001
+        overrides[k] = settings.parse_override(k, v)
     cfg = settings.load(None, env={}, overrides=overrides)
-    inp = replay.load_files(replay.bundled_files(), symbol=None, exchange=None,
-                            default_exchange="bitstamp")
+    inp = replay_data.load_files(replay_data.check_files(
+        replay_data.bundled_files(), symbol=None, exchange=None, default_exchange="bitstamp"))
     # The first forecasts need lookback + horizon + enough windows: start a little in.
-    start = parse_time(args.start) if args.start else inp.first_ts() + 600 * inp.step_ms
+    start = parse_time(args.start) if args.start else inp.first_ts() + 600 * inp.series.step_ms
     samples: list[tuple[int, float]] = []
     # Wall time between consecutive ticks that did not train: shows whether a tick's cost
     # grows with the store (it must not: scoring and windows follow indexes).

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from _common import emit, peak_rss_mb
 
-from daemon import replay, settings
+from daemon import replay_data, settings
 from daemon.clock import parse_time
 from daemon.models import ModelSet
 from daemon.pipeline import Pipeline
@@ -33,17 +33,15 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     # Default config, except no retraining inside the measured ticks.
     cfg = settings.load(None, env={}, overrides={"model.retrain_every": 10**9})
-    inp = replay.load_files(replay.bundled_files(), symbol=None, exchange=None,
-                            default_exchange="bitstamp")
-    step = inp.step_ms
+    inp = replay_data.load_files(replay_data.check_files(
+        replay_data.bundled_files(), symbol=None, exchange=None, default_exchange="bitstamp"))
+    step = inp.series.step_ms
     start = parse_time("2020-06-01")
     with tempfile.TemporaryDirectory() as d:
         store = Store(str(Path(d) / "tick.db"), durable=durable)
         store.open(start)
-        models = ModelSet(cfg, exchange=inp.exchange, symbols=inp.symbols,
-                          timeframe=inp.timeframe, step_ms=step, ckpt_dir=Path(d) / "ck")
-        pipe = Pipeline(cfg, store, replay.ReplaySource(inp), models, timeframe=inp.timeframe,
-                        step_ms=step)
+        models = ModelSet(cfg, inp.series, ckpt_dir=Path(d) / "ck")
+        pipe = Pipeline(cfg, store, replay_data.ReplaySource(inp), models, inp.series)
         t = time.perf_counter()
         first = pipe.tick(start)  # loads history, trains the first model (not measured)
         setup_s = time.perf_counter() - t
@@ -62,8 +60,8 @@ def main() -> None:
     emit({
         "benchmark": "tick",
         "ticks": args.ticks,
-        "symbols": inp.symbols,
-        "timeframe": inp.timeframe,
+        "symbols": list(inp.series.symbols),
+        "timeframe": inp.series.timeframe,
         "durable_commits": durable,
         "p50_ms": round(float(np.percentile(a, 50)), 2),
         "p90_ms": round(float(np.percentile(a, 90)), 2),

@@ -1,0 +1,102 @@
+"""The live daemon's tick: one at a time, and what a failed tick means.
+
+The scheduler may fire ticks on two threads at once (the start-up catch-up still busy when
+the first scheduled tick fires, a re-alignment after a clock step). A tick fired while
+another runs asks the running one to go round once more instead of running beside it.
+
+Error policy, by what the operator must do: a configuration the exchange refuses and a
+damaged or too-new store stop the daemon (the caller maps the error to its exit code); a
+locked store or a storage hiccup skip this tick (the next one resumes from the store); a bug
+in one tick is logged and the daemon goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from storage import SchemaTooNew, StorageError, StoreBusy, StoreCorrupt
+
+from .clock import Clock, monotonic
+from .errors import ConfigError
+from .pipeline import Pipeline, TickReport, Trainer
+from .source import Stopping
+
+log = logging.getLogger("tickcast.daemon")
+
+# Errors after which another tick cannot help: stop and let systemd see the exit code.
+FATAL = (ConfigError, StoreCorrupt, SchemaTooNew)
+
+
+class TickLoop:
+    def __init__(self, pipeline: Pipeline, clock: Clock, trainer: Trainer, *,
+                 stop: threading.Event, on_fatal: Callable[[Exception], None],
+                 on_report: Callable[[TickReport], None]) -> None:
+        self.pipeline = pipeline
+        self.clock = clock
+        self.trainer = trainer
+        self.stop = stop
+        self.on_fatal = on_fatal
+        self.on_report = on_report
+        self.ticks = 0
+        self.tick_errors = 0
+        self.last_report: TickReport | None = None
+        self.last_progress = monotonic()
+        # Cleared while a tick runs: stopping waits on it to leave between two ticks.
+        self.idle = threading.Event()
+        self.idle.set()
+        self._lock = threading.Lock()
+        self._again = False
+
+    def seconds_since_progress(self) -> float:
+        """Since the last tick that ended (well or with a handled error): a hung tick grows it."""
+        return monotonic() - self.last_progress
+
+    def tick(self) -> None:
+        """The scheduler's job: one tick, or a request to the running one to go round again."""
+        if not self._lock.acquire(blocking=False):
+            self._again = True
+            return
+        try:
+            while not self.stop.is_set():
+                self._again = False
+                self._tick_once()
+                if not self._again:
+                    break
+        finally:
+            self._lock.release()
+
+    def _tick_once(self) -> None:
+        self.idle.clear()
+        started = monotonic()
+        try:
+            training = self.pipeline.models.training
+            rep = self.pipeline.tick(self.clock.now_ms(), trainer=self.trainer)
+            self.ticks += 1
+            self.last_report = rep
+            self.last_progress = monotonic()
+            log.debug("tick %d done in %.1f ms%s", self.ticks,
+                      (self.last_progress - started) * 1000,
+                      " (training running)" if training and self.pipeline.models.training
+                      else "")
+            self.on_report(rep)
+        except Stopping:
+            pass
+        except FATAL as e:
+            log.error("stopping: %s", e)
+            self.on_fatal(e)
+        except StoreBusy as e:
+            self.tick_errors += 1
+            log.warning("tick skipped: %s", e)
+            self.last_progress = monotonic()
+        except StorageError as e:
+            self.tick_errors += 1
+            log.error("tick failed, will retry next tick: %s", e)
+            self.last_progress = monotonic()
+        except Exception:  # noqa: BLE001 - a bug in one tick must not end the service
+            self.tick_errors += 1
+            log.exception("tick failed unexpectedly; continuing")
+            self.last_progress = monotonic()
+        finally:
+            self.idle.set()

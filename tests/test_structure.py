@@ -1,0 +1,138 @@
+"""The house rules of ARCHITECTURE.md, checked: who may import whom, no import circle, one
+reader of the wall clock, one mapping from errors to exit codes, small modules, a light CLI,
+and a timeframe parser that agrees with ccxt's."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+
+import pytest
+
+from daemon import errors, timeframes
+from tests.helpers import ROOT
+
+PACKAGES = ("daemon", "storage", "forecaster")
+
+
+def _modules(package: str) -> dict[str, ast.Module]:
+    return {p.stem: ast.parse(p.read_text()) for p in sorted((ROOT / package).glob("*.py"))}
+
+
+def _imports(package: str, tree: ast.Module, *, top_level_only: bool) -> set[str]:
+    """Project modules `tree` imports ('daemon.x', 'storage', ...)."""
+    out = set()
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: within the package
+                base = package if not node.module else f"{package}.{node.module}"
+                if node.module:
+                    out.add(base)
+                else:
+                    out.update(f"{package}.{a.name}" for a in node.names)
+            elif node.module and node.module.split(".")[0] in PACKAGES:
+                out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.split(".")[0] in PACKAGES)
+    return out
+
+
+def test_storage_and_forecaster_import_nothing_from_the_project() -> None:
+    for package in ("storage", "forecaster"):
+        for name, tree in _modules(package).items():
+            foreign = {m for m in _imports(package, tree, top_level_only=False)
+                       if m.split(".")[0] != package}
+            assert foreign == set(), f"{package}/{name}.py imports {foreign}"
+
+
+def test_no_import_circle_between_daemon_modules() -> None:
+    """Not even through an import inside a function (commands <-> replay was one)."""
+    graph = {f"daemon.{name}": {m for m in _imports("daemon", tree, top_level_only=False)
+                                if m.startswith("daemon.")}
+             for name, tree in _modules("daemon").items()}
+    for module in graph:
+        seen: set[str] = set()
+        todo = list(graph[module])
+        while todo:
+            m = todo.pop()
+            assert m != module, f"{module} imports itself through {sorted(seen)}"
+            if m not in seen:
+                seen.add(m)
+                todo.extend(graph.get(m, ()))
+
+
+def test_only_daemon_clock_reads_the_clock() -> None:
+    readers = ("time.time", "time.monotonic", "time.time_ns", "datetime.now", "datetime.utcnow",
+               "time.perf_counter", "date.today")
+    offenders = []
+    for package in ("daemon", "storage"):
+        for path in sorted((ROOT / package).glob("*.py")):
+            if path.name == "clock.py" and package == "daemon":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                    if f"{node.value.id}.{node.attr}" in readers:
+                        offenders.append(f"{package}/{path.name}:{node.lineno}")
+    assert offenders == []
+
+
+def test_modules_stay_small() -> None:
+    big = {str(p.relative_to(ROOT)): n for package in ("daemon", "storage")
+           for p in (ROOT / package).glob("*.py")
+           if (n := len(p.read_text().splitlines())) > 350}
+    assert big == {}, "split these by concept (ARCHITECTURE.md)"
+
+
+def test_the_cli_starts_without_torch_ccxt_or_sqlalchemy() -> None:
+    code = ("import sys, daemon.cli; "
+            "print(sorted(m for m in ('torch', 'ccxt', 'sqlalchemy', 'numpy', 'pandas') "
+            "if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("tf", ["1m", "3m", "5m", "15m", "30m", "45m", "1h", "2h", "4h", "12h",
+                                "1d", "3d", "1w", "2w"])
+def test_timeframes_agree_with_ccxt(tf: str) -> None:
+    import ccxt
+
+    assert timeframes.to_ms(tf) == ccxt.Exchange.parse_timeframe(tf) * 1000
+    assert timeframes.from_ms(timeframes.to_ms(tf)) in {tf, timeframes.from_ms(
+        ccxt.Exchange.parse_timeframe(tf) * 1000)}
+
+
+@pytest.mark.parametrize("tf", ["0m", "-1m", "1minute", "m", "1s", "1M", "", "01m"])
+def test_timeframes_refuse_what_is_not_a_candle_length(tf: str) -> None:
+    with pytest.raises(ValueError, match="not a timeframe"):
+        timeframes.to_ms(tf)
+
+
+def test_every_error_maps_to_its_exit_code_in_one_place() -> None:
+    from daemon.source import RetryLater
+    from storage import SchemaTooNew, StorageError, StoreBusy, StoreCorrupt
+
+    cases = {errors.UsageError("x"): 2, errors.DataError("x"): 65, errors.ConfigError("x"): 78,
+             RetryLater("x"): 75, StoreBusy("x"): 75, StorageError("x"): 74,
+             StoreCorrupt("x"): 74, SchemaTooNew("x"): 74, KeyboardInterrupt(): 130}
+    for exc, code in cases.items():
+        assert errors.exit_code_for(exc) == code, exc
+    assert errors.exit_code_for(RuntimeError("a bug")) is None
+    assert errors.exit_code_for(SystemExit(0)) is None
+    # Nothing else picks a failure code: code returns EXIT_OK or asks exit_code_for.
+    sources = "".join(p.read_text() for p in (ROOT / "daemon").glob("*.py")
+                      if p.name != "errors.py")
+    assert re.findall(r"EXIT_(?:USAGE|DATAERR|IOERR|TEMPFAIL|CONFIG|INTERRUPTED)", sources) == []
+
+
+def test_every_daemon_and_storage_module_has_its_room_in_the_architecture() -> None:
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    for package in ("daemon", "storage"):
+        for p in (ROOT / package).glob("*.py"):
+            if p.name not in ("__init__.py", "__main__.py"):
+                assert f"{package}/{p.name}" in text or f"`{p.name}`" in text, \
+                    f"{package}/{p.name} is not in ARCHITECTURE.md"
