@@ -185,12 +185,15 @@ def drop_database(admin_url: str, db_url: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    usage = ("usage: pg_server.py start [PARENT_DIR] | stop DIR | run -- COMMAND...\n"
+    usage = ("usage: pg_server.py start [PARENT_DIR] | stop DIR | run -- COMMAND... | bindir\n"
              "  start prints `export TICKCAST_TEST_PG_URL=...` lines for eval")
-    if not argv or argv[0] not in ("start", "stop", "run"):
+    if not argv or argv[0] not in ("start", "stop", "run", "bindir"):
         print(usage, file=sys.stderr)
         return 2
     try:
+        if argv[0] == "bindir":
+            print(bin_dir())
+            return 0
         if argv[0] == "start":
             srv = start(argv[1] if len(argv) > 1 else None)
             for k, v in srv.env().items():
