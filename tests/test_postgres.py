@@ -494,6 +494,47 @@ def test_copy_batches_share_a_transaction_and_survive_a_rolled_back_one(
         assert candles.range_rows(conn, EX, "BTC/USD", TF, 0, 2 * T) == data
 
 
+def test_copy_gives_way_to_another_session_inserting_the_same_candles(
+        pg_url: str, stores: list[Store]) -> None:
+    """Another session inserts one of the batch's candles after the COPY path looked: its
+    plain INSERT waits, then fails on the key, and the batch is redone with ON CONFLICT."""
+    import threading
+
+    s = opened(stores, pg_url)
+    data = candle_rows(1000, seed=9)
+    cols = [list(c) for c in zip(*data, strict=True)]
+    other = s.engine.connect()
+    tx = other.begin()
+    candles.insert(other, EX, "BTC/USD", TF, [data[500]])  # not committed yet
+    result: dict[str, Any] = {}
+
+    def copy() -> None:
+        try:
+            with s.write() as conn:
+                result["r"] = candles.insert_columns(conn, EX, "BTC/USD", TF, cols,
+                                                     method="copy")
+        except Exception as e:  # noqa: BLE001 - reported below
+            result["e"] = e
+
+    th = threading.Thread(target=copy)
+    th.start()
+    try:
+        with admin(pg_url) as c:
+            wait_for(lambda: c.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'").fetchone()[0] == 1 or not th.is_alive(),
+                "the COPY insert to wait on the other session's candle")
+        tx.commit()
+    finally:
+        other.close()
+        th.join(DEADLINE_S)
+    assert "e" not in result, result.get("e")
+    r = result["r"]
+    assert (r.inserted, r.unchanged, r.conflicts) == (999, 1, [])
+    with s.read() as conn:
+        assert candles.range_rows(conn, EX, "BTC/USD", TF, 0, 2 * T) == data
+
+
 # -- writer locks (advisory) ------------------------------------------------------------------------
 
 _HOLD_LOCK = """
