@@ -129,6 +129,36 @@ def test_a_newer_schema_is_refused_on_every_back_end(store_url: str, stores: lis
             SCHEMA_VERSION + 1)
 
 
+_DIE_IN_STEP = """
+import os, sys
+from storage import Store
+def on_step(version):
+    if version == int(sys.argv[2]):
+        os._exit(99)  # killed inside the step's transaction, after its DDL
+Store(sys.argv[1]).open(now_ms=1, on_migration_step=on_step)
+"""
+
+
+def test_a_process_dying_mid_migration_leaves_the_previous_version(
+        store_url: str, stores: list[Store]) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    p = subprocess.run([sys.executable, "-c", _DIE_IN_STEP, store_url, "2"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 99, p.stderr[-2000:]
+    s = new_store(stores, store_url)
+    with s.read() as conn:
+        from storage import migrations
+
+        assert migrations.current_version(conn) == 1
+        assert "forecasts_target" not in {i["name"] for i in inspect(conn).get_indexes(
+            "forecasts")}
+    assert s.open(now_ms=T) == SCHEMA_VERSION
+
+
 def test_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     first = Store(str(path))
@@ -323,6 +353,50 @@ def test_checkpoints_are_kept_as_bytes_newest_first_and_pruned(store: Store) -> 
         assert [c.model_version for c in ckpts.newest_first(conn, "seq2seq", EX, TF)] == [
             "v3", "v2"]
         assert len(list(ckpts.newest_first(conn, "seq2seq", "kraken", TF))) == 1
+
+
+def test_every_read_query_runs_on_the_back_end(store: Store) -> None:
+    """The read helpers of candles, forecasts, runs and reports, on a small scored store."""
+    from storage import forecasts, reports, runs
+
+    data = rows(30)
+    fc = [ForecastRow(m, f"{m}-1", EX, SYM, TF, c[0], c[0] + h * STEP, h, c[4],
+                      None if m == "naive" else c[4] - 1, None if m == "naive" else c[4] + 1, T)
+          for c in data[:20] for h in (1, 5) for m in ("naive", "seq2seq")]
+    with store.write() as conn:
+        candles.insert(conn, EX, SYM, TF, data)
+        candles.mark_empty(conn, EX, SYM, TF, [data[-1][0] + STEP], T)
+        insert_forecasts(conn, fc)
+        assert score(conn, T + 10**9) == len(fc)
+        insert_forecasts(conn, [ForecastRow("naive", "naive-1", EX, SYM, TF, data[-1][0],
+                                            data[-1][0] + 5 * STEP, 5, 1.0, None, None, T)])
+        runs.start(conn, model="seq2seq", started_at=T, exchange=EX, timeframe=TF,
+                   data_end_ts=data[-1][0])
+    with store.read() as conn:
+        assert candles.series(conn) == [(EX, SYM, TF)]
+        assert candles.oldest_ts(conn, EX, SYM, TF) == T
+        assert candles.count(conn, EX, SYM, TF, T, T + 10 * STEP) == 10
+        assert candles.empty_ts(conn, EX, SYM, TF, 0, 2 * T) == [data[-1][0] + STEP]
+        assert candles.newest_ts(conn, EX, SYM, TF, at_or_before=T + 5 * STEP + 1) == (
+            T + 5 * STEP)
+        assert forecasts.pending_count(conn) == 1
+        assert forecasts.latest_issued(conn, "naive", EX, SYM, TF) == data[-1][0]
+        assert forecasts.max_issued(conn) == data[-1][0]
+        mae = forecasts.recent_mae(conn, 0)
+        assert [(r["model"], r["horizon"], r["n"]) for r in mae] == [
+            ("naive", 1, 20), ("seq2seq", 1, 20), ("naive", 5, 20), ("seq2seq", 5, 20)]
+        assert runs.last_attempt_end(conn, "seq2seq", EX, TF) == data[-1][0]
+        assert reports.busiest_series(conn) == (EX, TF)
+        newest = reports.newest_forecasts(conn, EX, TF)
+        assert {(r["model"], r["horizon"]) for r in newest} == {
+            ("naive", 5), ("seq2seq", 1), ("seq2seq", 5)}
+        assert reports.closes(conn, EX, SYM, TF, T, T + 2 * STEP) == [
+            (c[0], c[4]) for c in data[:3]]
+        stretch = reports.scored_stretch(conn, EX, TF, 5, T)
+        assert len(stretch) == 40 and stretch[0]["actual"] == data[5][4]
+        assert reports.newest_issue(conn) == data[-1][0]
+    with store.write() as conn:
+        assert runs.abandon_running(conn, T + 1) == 1
 
 
 def test_store_size_is_known(store: Store) -> None:
