@@ -453,7 +453,11 @@ def supports_copy(bind: Connection | Engine) -> bool:
 def copy_candles(conn: Connection, exchange: str, symbol: str, timeframe: str,
                  cols: Sequence[Sequence[Any]]) -> InsertResult:
     """Insert candles given as six columns (ts, open, high, low, close, volume) through
-    COPY into a temporary table, then one INSERT ... SELECT ... ON CONFLICT DO NOTHING.
+    binary COPY into a session-private temporary table, then one INSERT ... SELECT of the
+    rows not stored yet (redone with ON CONFLICT DO NOTHING if another session raced us to
+    some of them). Its row count is all that is needed: a row this batch inserted equals
+    its stored candle, so comparing the batch with the stored candles finds exactly the
+    conflicts among the others.
 
     Same contract and result as the executemany path of ``candles.insert_columns``:
     rows already stored are skipped; those that differ from the stored candle come back
