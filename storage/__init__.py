@@ -4,7 +4,14 @@ Imports nothing from the rest of the project (SPEC §2).
 """
 
 from . import candles, checkpoints, dialect, forecasts, migrations, runs, schema, views
-from .errors import SchemaTooNew, StorageError, StoreBusy, StoreCorrupt
+from .errors import (
+    SchemaTooNew,
+    StorageError,
+    StoreBusy,
+    StoreConfigError,
+    StoreCorrupt,
+    StoreUnavailable,
+)
 from .forecasts import ForecastRow
 from .migrations import LATEST as SCHEMA_VERSION
 from .store import Store
@@ -16,7 +23,9 @@ __all__ = [
     "StorageError",
     "Store",
     "StoreBusy",
+    "StoreConfigError",
     "StoreCorrupt",
+    "StoreUnavailable",
     "candles",
     "checkpoints",
     "dialect",

@@ -8,30 +8,28 @@ are only a backstop.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection
 
-from .dialect import executemany, insert_ignore_sql
+from .dialect import (
+    COPY_MIN_ROWS,
+    copy_candles,
+    executemany,
+    insert_ignore_rows,
+    insert_ignore_sql,
+    supports_copy,
+)
+from .results import InsertResult, Row
 from .schema import candles, empty_candles
 
-Row = tuple[int, float, float, float, float, float]
+__all__ = ["InsertResult", "Row"]  # the result types live in .results; re-exported here
 
 _COLS = ["exchange", "symbol", "timeframe", "ts", "open", "high", "low", "close", "volume"]
 _ROW_COLS = (candles.c.ts, candles.c.open, candles.c.high, candles.c.low, candles.c.close,
              candles.c.volume)
-
-
-@dataclass
-class InsertResult:
-    inserted: int = 0
-    unchanged: int = 0
-    # (stored, incoming) for rows that arrived again with different values: the
-    # stored one is kept (SPEC §4), the caller logs the conflict.
-    conflicts: list[tuple[Row, Row]] = field(default_factory=list)
 
 
 def _series(exchange: str, symbol: str, timeframe: str):  # type: ignore[no-untyped-def]
@@ -57,17 +55,22 @@ def insert(
 
 
 def insert_columns(
-    conn: Connection, exchange: str, symbol: str, timeframe: str, cols: Sequence[Sequence[Any]]
+    conn: Connection, exchange: str, symbol: str, timeframe: str, cols: Sequence[Sequence[Any]],
+    *, method: Literal["auto", "executemany", "copy"] = "auto",
 ) -> InsertResult:
     """`insert` for data held as six columns (ts, open, high, low, close, volume).
 
     The bulk-import path: rows are zipped lazily into the driver, never built as
-    a list of tuples first.
+    a list of tuples first. On PostgreSQL a batch of COPY_MIN_ROWS rows or more goes
+    through COPY (`dialect.copy_candles`), a smaller one through executemany; both
+    give the same result (`method` forces one, for tests and benchmarks).
     """
     n = len(cols[0])
     if n == 0:
         return InsertResult()
-    sql = insert_ignore_sql(candles, _COLS)
+    if method == "copy" or (method == "auto" and n >= COPY_MIN_ROWS and supports_copy(conn)):
+        return copy_candles(conn, exchange, symbol, timeframe, cols)
+    sql = insert_ignore_sql(conn, candles, _COLS)
     params = zip(repeat(exchange), repeat(symbol), repeat(timeframe), *cols)
     inserted = executemany(conn, sql, params)
     result = InsertResult(inserted=inserted)
@@ -141,9 +144,9 @@ def mark_empty(
     """Remember candle times the exchange answered for without a candle."""
     if not ts:
         return 0
-    sql = insert_ignore_sql(empty_candles, ["exchange", "symbol", "timeframe", "ts", "checked_at"])
-    cur = conn.exec_driver_sql(sql, [(exchange, symbol, timeframe, int(t), now_ms) for t in ts])
-    return max(cur.rowcount or 0, 0)
+    return insert_ignore_rows(conn, empty_candles, [
+        {"exchange": exchange, "symbol": symbol, "timeframe": timeframe, "ts": int(t),
+         "checked_at": now_ms} for t in ts])
 
 
 def empty_ts(

@@ -1,14 +1,21 @@
 """Storage errors, named by what the caller must do.
 
-The daemon maps every one of them to exit code 74 (storage error), except
-:class:`StoreBusy`, which is a temporary condition (exit 75).
+Exit codes the daemon maps them to (SPEC §4), most specific class first:
+
+- :class:`StoreConfigError` 78: the URL, the credentials or the database name are wrong,
+  or the role lacks a privilege; retrying cannot help, so systemd must not restart.
+- :class:`StoreBusy` 75, and its subclass :class:`StoreUnavailable`: temporary (a lock,
+  a timeout, the server restarting or unreachable); a running daemon logs the failed
+  tick and tries again at the next one.
+- :class:`StorageError` 74 (and :class:`SchemaTooNew`, :class:`StoreCorrupt`): the store
+  cannot be used as asked (disk full, a newer schema, damage); stop and tell the operator.
 """
 
 from __future__ import annotations
 
 
 class StorageError(Exception):
-    """The store cannot be used as asked; stop and tell the operator."""
+    """The store cannot be used as asked; stop and tell the operator (exit 74)."""
 
 
 class SchemaTooNew(StorageError):
@@ -19,5 +26,15 @@ class StoreCorrupt(StorageError):
     """An integrity check failed; the operator must restore or repair the file."""
 
 
+class StoreConfigError(StorageError):
+    """The store cannot be reached as configured: bad URL, unknown back-end, refused login,
+    unknown database, missing privilege (exit 78: restarting will not fix it)."""
+
+
 class StoreBusy(StorageError):
-    """Another process holds the store (lock or busy timeout); retry later."""
+    """Another process holds the store (lock or busy timeout); retry later (exit 75)."""
+
+
+class StoreUnavailable(StoreBusy):
+    """The database server cannot be reached right now (connection refused or lost, server
+    restarting or shutting down, too many connections); retry later (exit 75)."""

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Connection
 
-from .dialect import insert_ignore
+from .dialect import insert_ignore_rows, opaque_to_planner
 from .schema import candles, forecasts
 from .views import accuracy_sql
 
@@ -32,10 +32,7 @@ class ForecastRow:
 
 def insert(conn: Connection, rows: Sequence[ForecastRow]) -> int:
     """Persist forecasts; a forecast already stored under the same key is left as it is."""
-    if not rows:
-        return 0
-    cur = conn.execute(insert_ignore(forecasts), [asdict(r) for r in rows])
-    return max(cur.rowcount or 0, 0)
+    return insert_ignore_rows(conn, forecasts, [asdict(r) for r in rows])
 
 
 def score(conn: Connection, now_ms: int, timeframe: str | None = None,
@@ -64,11 +61,11 @@ def score(conn: Connection, now_ms: int, timeframe: str | None = None,
         .values(actual=target_close, error=target_close - forecasts.c.yhat, scored_at=now_ms)
     )
     if timeframe is not None and step_ms is not None:
-        # `target_ts + 0`, not `target_ts`: a bare column lets SQLite's planner pick the
+        # On SQLite `target_ts + 0`, not `target_ts`: a bare column lets its planner pick the
         # target_ts index and walk every forecast ever scored (O(store) per tick: 0.7 s at a
         # million rows); the expression leaves it the partial index of unscored rows.
         stmt = stmt.where(forecasts.c.timeframe == timeframe,
-                          (forecasts.c.target_ts + 0) <= now_ms - step_ms)
+                          opaque_to_planner(conn, forecasts.c.target_ts) <= now_ms - step_ms)
     return max(conn.execute(stmt).rowcount or 0, 0)
 
 

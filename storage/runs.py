@@ -58,4 +58,4 @@ def get_meta(conn: Connection, key: str) -> str | None:
 def set_meta(conn: Connection, key: str, value: str, *, overwrite: bool = True) -> None:
     if overwrite:
         conn.execute(store_meta.delete().where(store_meta.c.key == key))
-    conn.execute(insert_ignore(store_meta).values(key=key, value=value))
+    conn.execute(insert_ignore(conn, store_meta).values(key=key, value=value))

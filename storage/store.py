@@ -1,8 +1,9 @@
 """The Store: an engine plus read/write transactions with errors translated.
 
 Every SQLAlchemy/DBAPI error crossing this boundary becomes a
-:mod:`storage.errors` exception, so callers decide retry-or-stop by type, not by
-parsing driver messages.
+:mod:`storage.errors` exception (by SQLite result code or PostgreSQL SQLSTATE, see
+``dialect.translate_error``), so callers decide retry-or-stop by type, not by parsing
+driver messages.
 """
 
 from __future__ import annotations
@@ -16,34 +17,40 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from . import dialect
-from .errors import StorageError, StoreBusy, StoreCorrupt
+from .errors import StorageError, StoreCorrupt
 from .migrations import migrate
 
 
-def translate(e: Exception, what: str) -> StorageError:
+def translate(e: BaseException, what: str) -> StorageError:
     """Map a driver error to the project's storage errors (callers `raise ... from e`)."""
-    msg = str(getattr(e, "orig", None) or e)
-    low = msg.lower()
-    if "locked" in low or "busy" in low:
-        return StoreBusy(f"{what}: store is locked by another process ({msg})")
-    if "disk is full" in low or "disk i/o error" in low or "full" in low:
-        return StorageError(f"{what}: cannot write the store: {msg}")
-    if "malformed" in low or "not a database" in low:
-        return StoreCorrupt(f"{what}: store file is damaged: {msg}")
-    return StorageError(f"{what}: {msg}")
+    return dialect.translate_error(e, what)
 
 
 class Store:
-    """One database. Cheap to create; `open()` checks and migrates it."""
+    """One database. Cheap to create (connects lazily); `open()` checks and migrates it.
+
+    `url`: a SQLite path or URL, or ``postgresql://user@host/db`` (psycopg 3).
+    `durable` False: replay stores (see ``dialect.create``). `busy_timeout_ms`: SQLite's
+    busy timeout, PostgreSQL's lock_timeout. `statement_timeout_ms`: PostgreSQL's
+    statement_timeout on every connection (None: the server's own setting).
+    """
 
     def __init__(self, url: str, *, durable: bool = True,
-                 busy_timeout_ms: int | None = None) -> None:
+                 busy_timeout_ms: int | None = None,
+                 statement_timeout_ms: int | None = None) -> None:
         self.url = dialect.normalise_url(url)
+        self.backend = dialect.backend(self.url)
         timeout = dialect.BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
         try:
-            self.engine = dialect.create(self.url, durable=durable, busy_timeout_ms=timeout)
+            self.engine = dialect.create(self.url, durable=durable, busy_timeout_ms=timeout,
+                                         statement_timeout_ms=statement_timeout_ms)
         except OSError as e:
             raise StorageError(f"cannot create store {url}: {e.strerror or e}") from e
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password masked, for logs."""
+        return dialect.display_url(self.url)
 
     @property
     def _driver_error(self) -> type[Exception]:
@@ -68,12 +75,13 @@ class Store:
             return migrate(self.engine, now_ms=now_ms, on_step=on_migration_step)
         except StorageError:
             raise
-        except (SQLAlchemyError, OSError) as e:
-            raise translate(e, f"opening store {self.url}") from e
+        except (SQLAlchemyError, OSError, self._driver_error) as e:
+            raise translate(e, f"opening store {self.display_url}") from e
 
     @contextmanager
     def write(self, what: str = "write") -> Iterator[Connection]:
-        """A write transaction (BEGIN IMMEDIATE on SQLite); commits on success."""
+        """A write transaction (BEGIN IMMEDIATE on SQLite, READ COMMITTED on PostgreSQL);
+        commits on success."""
         try:
             with self.engine.begin() as conn:
                 yield conn
@@ -88,22 +96,33 @@ class Store:
 
     @contextmanager
     def read(self, what: str = "read") -> Iterator[Connection]:
-        """A read transaction that does not take the write lock."""
+        """A read transaction on one snapshot that does not take the write lock (SQLite:
+        deferred BEGIN; PostgreSQL: REPEATABLE READ READ ONLY: no writes in it)."""
         try:
             with self.engine.connect() as conn:
-                conn = conn.execution_options(tickcast_read=True)
+                conn = conn.execution_options(**dialect.read_options(conn))
                 with conn.begin():
                     yield conn
         except StorageError:
             raise
-        except (DBAPIError, SQLAlchemyError) as e:
+        except (DBAPIError, SQLAlchemyError, self._driver_error) as e:
             raise translate(e, what) from e
 
     def checkpoint_wal(self) -> tuple[int, int, int]:
+        """SQLite: fold the WAL into the file; PostgreSQL: nothing to do, (0, 0, 0)."""
         try:
             return dialect.checkpoint_wal(self.engine)
         except (DBAPIError, SQLAlchemyError) as e:
             raise translate(e, "WAL checkpoint") from e
+
+    def store_size_bytes(self) -> int | None:
+        """Bytes the store takes (SQLite file + WAL, PostgreSQL pg_database_size), or None
+        where the back-end cannot tell (in-memory SQLite)."""
+        try:
+            return dialect.store_size_bytes(self.engine)
+        except (DBAPIError, SQLAlchemyError, self._driver_error) as e:
+            raise translate(e, "store size") from e
+
 
     def close(self) -> None:
         self.engine.dispose()

@@ -6,7 +6,7 @@ are rendered from :func:`accuracy_sql`.
 
 from __future__ import annotations
 
-from .dialect import iso_time_sql
+from .dialect import SQLITE, iso_time_sql
 
 
 def accuracy_sql(*, since_param: str | None = None) -> str:
@@ -20,7 +20,9 @@ def accuracy_sql(*, since_param: str | None = None) -> str:
     (upper - lower) + 10 (lower - actual)+ + 10 (actual - upper)+, lower is better.
     ``interval_skill`` divides it by naive's on the same issue times (both banded and
     scored), as ``mase`` does for the MAE: below 1 is a better band than naive's.
-    Written with CASE rather than MAX/GREATEST so it reads the same on every back-end.
+    Written with CASE rather than MAX/GREATEST so it reads the same on every back-end,
+    and every fraction is DOUBLE PRECISION on every back-end (a bare ``1.0`` would make
+    PostgreSQL's coverage NUMERIC).
     """
     since = f" AND f.issued_ts >= :{since_param}" if since_param else ""
     score_f = _interval_score_sql("f")
@@ -39,8 +41,8 @@ SELECT
     100.0 * AVG(ABS(f.error) / f.actual) AS mape,
     AVG(f.error) AS bias,
     AVG(CASE WHEN f.lower IS NULL THEN NULL
-             WHEN f.actual >= f.lower AND f.actual <= f.upper THEN 1.0
-             ELSE 0.0 END) AS coverage,
+             WHEN f.actual >= f.lower AND f.actual <= f.upper THEN CAST(1 AS DOUBLE PRECISION)
+             ELSE CAST(0 AS DOUBLE PRECISION) END) AS coverage,
     AVG(CASE WHEN n.error IS NULL THEN NULL ELSE ABS(f.error) END)
         / NULLIF(AVG(ABS(n.error)), 0) AS mase,
     COUNT(n.error) AS n_paired,
@@ -70,8 +72,9 @@ def _interval_score_sql(t: str) -> str:
             f" + 10.0 * CASE WHEN {t}.actual > {t}.upper THEN {t}.actual - {t}.upper ELSE 0 END)")
 
 
-def forecast_errors_sql() -> str:
-    """Scored forecasts with readable times and absolute / percentage errors."""
+def forecast_errors_sql(kind: str = SQLITE) -> str:
+    """Scored forecasts with readable times and absolute / percentage errors, for back-end
+    `kind` ('sqlite' or 'postgresql': only the time formatting differs)."""
     return f"""
 SELECT
     f.id AS id,
@@ -82,9 +85,9 @@ SELECT
     f.timeframe AS timeframe,
     f.horizon AS horizon,
     f.issued_ts AS issued_ts,
-    {iso_time_sql('f.issued_ts')} AS issued_at,
+    {iso_time_sql('f.issued_ts', kind)} AS issued_at,
     f.target_ts AS target_ts,
-    {iso_time_sql('f.target_ts')} AS target_at,
+    {iso_time_sql('f.target_ts', kind)} AS target_at,
     f.yhat AS yhat,
     f.lower AS lower,
     f.upper AS upper,
@@ -95,8 +98,8 @@ SELECT
     100.0 * f.error / f.actual AS pct_error,
     CASE WHEN f.lower IS NULL THEN NULL
          WHEN f.actual >= f.lower AND f.actual <= f.upper THEN 1 ELSE 0 END AS in_interval,
-    {iso_time_sql('f.created_at')} AS created_at,
-    {iso_time_sql('f.scored_at')} AS scored_at
+    {iso_time_sql('f.created_at', kind)} AS created_at,
+    {iso_time_sql('f.scored_at', kind)} AS scored_at
 FROM forecasts AS f
 WHERE f.actual IS NOT NULL
 """

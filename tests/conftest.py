@@ -67,3 +67,46 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 # Benchmark scripts are run by hand (python tests/bench/x.py), never collected.
 collect_ignore_glob = ["bench/*"]
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+# TICKCAST_TEST_PG_URL points at a server the tests may create databases on (.ci/run starts
+# a throwaway one: python tests/pg_server.py). Unset: PostgreSQL variants skip, saying so in
+# one line. Set but unreachable: they fail (CI must never skip them silently).
+PG_ENV = "TICKCAST_TEST_PG_URL"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"PostgreSQL: {PG_ENV} is not set (python tests/pg_server.py run -- pytest)")
+    import psycopg
+
+    from tests.pg_server import _admin_conninfo
+
+    try:
+        with psycopg.connect(_admin_conninfo(url), autocommit=True, connect_timeout=10) as c:
+            c.execute("SELECT 1")
+    except psycopg.Error as e:
+        pytest.fail(f"{PG_ENV} is set but its server cannot be reached: {e}", pytrace=False)
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped after it."""
+    from tests.pg_server import create_database, drop_database
+
+    url = create_database(pg_admin_url)
+    yield url
+    drop_database(pg_admin_url, url)
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store URL on each back-end: a SQLite file, a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    return str(request.getfixturevalue("pg_url"))

@@ -211,7 +211,7 @@ SQL_CALLS = {"execute", "exec_driver_sql", "text", "executemany"}
 # f-strings that build SQL only from code constants (table/column names, view bodies).
 ALLOWED_FSTRING_SQL = {
     ("storage/dialect.py", "quick_check"),
-    ("storage/dialect.py", "create"), ("storage/dialect.py", "_on_connect"),
+    ("storage/dialect.py", "_create_sqlite"), ("storage/dialect.py", "_on_connect"),
     ("storage/migrations.py", "_create_views"),
 }
 

@@ -1,7 +1,9 @@
 """Ingest benchmark: CSV import of >= 1M candles beside raw sqlite3.executemany, and backfill
-through ccxt from the local emulator.
+through ccxt from the local emulator. With TICKCAST_TEST_PG_URL set (a server the script may
+create a database on, e.g. `python tests/pg_server.py run -- python tests/bench/ingest.py`),
+also PostgreSQL: the storage layer's COPY path beside its executemany path, and the import.
 
-    python tests/bench/ingest.py [--rows 1000000] [--backfill-minutes 20000]
+    python tests/bench/ingest.py [--rows 1000000] [--backfill-minutes 20000] [--pg-only]
 
 Targets (SPEC §10, issue 2): import >= 150,000 candles/s and >= 50 % of the raw rate.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import logging
+import os
 import sqlite3
 import tempfile
 import time
@@ -82,6 +85,42 @@ def store_rate(db: Path, rows: list[tuple[int, float, float, float, float, float
     return len(rows) / (time.perf_counter() - t)
 
 
+def pg_rates(admin_url: str, rows: list[tuple[int, float, float, float, float, float]],
+             csv_path: Path) -> dict[str, object]:
+    """PostgreSQL: candles.insert_columns through COPY and through executemany (same 100k
+    chunks, one transaction each, a fresh series each), then the CSV import (COPY)."""
+    from tests.pg_server import create_database, drop_database
+
+    url = create_database(admin_url, prefix="tickcast_bench_")
+    s = Store(url)
+    try:
+        s.open(T0)
+        out: dict[str, object] = {}
+        for method, sym in (("copy", "BTC/USD"), ("executemany", "BTC/EUR")):
+            t = time.perf_counter()
+            for k in range(0, len(rows), 100_000):
+                cols = [list(c) for c in zip(*rows[k:k + 100_000], strict=True)]
+                with s.write() as conn:
+                    r = candles.insert_columns(conn, "bitstamp", sym, "1m", cols, method=method)
+                assert r.inserted == len(cols[0])
+            out[f"{method}_candles_per_s"] = round(len(rows) / (time.perf_counter() - t))
+        out["copy_vs_executemany"] = round(
+            out["copy_candles_per_s"] / out["executemany_candles_per_s"], 2)  # type: ignore[operator]
+        t = time.perf_counter()
+        res = import_file(s, csv_path, symbol="BTC/GBP", exchange=None, timeframe=None,
+                          default_exchange="bitstamp")
+        assert res.error is None and res.stored == len(rows), res
+        out["import_candles_per_s"] = round(len(rows) / (time.perf_counter() - t))
+        with s.read() as conn:
+            out["server"] = conn.exec_driver_sql("SHOW server_version").scalar()
+            out["fsync"] = conn.exec_driver_sql("SHOW fsync").scalar()
+        out["store_bytes"] = s.store_size_bytes()
+        return out
+    finally:
+        s.close()
+        drop_database(admin_url, url)
+
+
 def backfill_rate(tmp: Path, minutes: int) -> dict[str, float]:
     hourly = {s: load_csv(ROOT / f"daemon/sample/bitstamp_{s.replace('/', '-')}_1h_2017-11_2020-12.csv.gz")
               for s in ("BTC/USD", "BTC/EUR")}
@@ -107,8 +146,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--backfill-minutes", type=int, default=20_000)
+    ap.add_argument("--pg-only", action="store_true",
+                    help="only the PostgreSQL figures (needs TICKCAST_TEST_PG_URL)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    pg_url = os.environ.get("TICKCAST_TEST_PG_URL")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         rows = real_rows(args.rows)
@@ -116,6 +158,13 @@ def main() -> None:
         write_csv(csv_path, rows)
         parsed_rows = [tuple(float(x) if i else int(x) for i, x in enumerate(line.split(",")))
                        for line in csv_path.read_text().splitlines()[1:]]
+        pg = pg_rates(pg_url, parsed_rows, csv_path) if pg_url else None  # type: ignore[arg-type]
+        if args.pg_only:
+            if pg is None:
+                raise SystemExit("--pg-only needs TICKCAST_TEST_PG_URL")
+            emit({"benchmark": "ingest", "rows": args.rows, "postgresql": pg,
+                  "peak_rss_mb": round(peak_rss_mb(), 1)})
+            return
         raw = raw_rate(tmp / "raw.db", parsed_rows)  # type: ignore[arg-type]
         storage_only = store_rate(tmp / "store.db", parsed_rows)  # type: ignore[arg-type]
         s = Store(str(tmp / "import.db"))
@@ -144,6 +193,7 @@ def main() -> None:
         "storage_layer_candles_per_s": round(storage_only),
         "import_vs_raw": round(import_rate / raw, 3),
         "backfill_candles_per_s": {k: round(v) for k, v in bf.items()},
+        "postgresql": pg,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "targets": {"import_candles_per_s": 150_000, "import_vs_raw": 0.5},
     })
