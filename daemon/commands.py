@@ -120,7 +120,9 @@ def report_command(cfg: Settings, since: int | None, plot: str | None, as_json: 
     from . import report
 
     if plot:
-        report.pyplot()  # matplotlib is optional: say so before opening anything
+        from .plot import pyplot
+
+        pyplot()  # matplotlib is optional: say so before opening anything
     store = wiring.open_configured_store(cfg, 0, must_exist=True)
     rows = report.accuracy(store, since)
     if plot:

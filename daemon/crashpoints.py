@@ -22,7 +22,7 @@ from collections.abc import Callable
 ENV = "TICKCAST_CRASH_AT"
 EXIT_CODE = 137  # what a shell reports for kill -9
 EXIT_BAD_SPEC = 2
-POINTS = ("after-candles-commit", "before-forecasts-commit", "checkpoint-before-rename",
+POINTS = ("after-candles-commit", "before-forecasts-commit", "before-training-commit",
           "mid-migration", "after-training-record")
 
 _passed: Counter[str] = Counter()

@@ -41,7 +41,7 @@ class Health:
         with self.store.read() as conn:
             pending = forecasts.pending_count(conn)
         log.info("heartbeat: %d ticks (%d failed), model %s%s, %d forecasts waiting; %s",
-                 self.ticker.ticks, self.ticker.tick_errors, self.models.seq2seq.version,
+                 self.ticker.ticks, self.ticker.tick_errors, self.models.headline_version,
                  " (training)" if self.models.training else "", pending,
                  self.status_line(rep) if rep else "no tick yet")
 
@@ -63,5 +63,5 @@ class Health:
         train = "; training" if self.models.training else ""
         lag_text = "" if lag is None else f"lag {lag}s; "
         return (f"{lag_text}{'; '.join(parts) + '; ' if parts else ''}"
-                f"model {self.models.seq2seq.version}{train}; {rep.forecasts} forecasts, "
+                f"model {self.models.headline_version}{train}; {rep.forecasts} forecasts, "
                 f"{rep.scored} scored")

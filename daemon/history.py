@@ -1,69 +1,167 @@
 """From stored candles to the forecaster's History: one time grid, holes left as NaN.
 
-The only filling done is explicit and bounded: candle times the exchange
-confirmed it has no candle for (no trades, remembered in `empty_candles`) get
-a flat candle (previous close, zero volume) when the run of them is at most
-`max_fill` long. Anything else missing stays NaN, so windows that touch it are
-not forecast from.
+The only filling done is explicit and bounded: candle times the exchange confirmed it has
+no candle for (no trades, remembered in `empty_candles`) get a flat candle (previous
+close, zero volume) when the run of them is at most `max_fill` long. Anything else
+missing stays NaN, so windows that touch it are not forecast from.
+
+`CandleWindow` keeps the newest rows of a series in memory between ticks, so a tick reads
+only the candles that are new instead of the whole training window. It checks, every
+time, that the store still holds exactly the rows it remembers (a hole filled by a
+`tickcast backfill` in another process is reloaded, never missed), and fills each slice it
+hands out exactly as a fresh read of that slice would be filled: a cached read and a
+fresh one give identical histories, so a resumed replay equals an uninterrupted one.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from forecaster.base import History
 from storage import Store, candles
 
+from .series import Series
 
-def load(store: Store, exchange: str, symbols: list[str], timeframe: str, step_ms: int,
-         end_ts: int, n: int, max_fill: int) -> tuple[History, int]:
-    """The n grid rows ending at end_ts (inclusive); returns it with the count of filled cells."""
-    start = end_ts - (n - 1) * step_ms
-    ts = start + np.arange(n, dtype=np.int64) * step_ms
-    close = np.full((n, len(symbols)), np.nan)
-    volume = np.full((n, len(symbols)), np.nan)
-    empty = np.zeros((n, len(symbols)), dtype=bool)
+_FIELDS = ("open", "high", "low", "close", "volume")
+
+
+@dataclass
+class _Rows:
+    """Raw grid rows: NaN where no candle is stored, `empty` where the exchange said none."""
+
+    ts: np.ndarray  # (n,) int64
+    ohlcv: np.ndarray  # (5, n, S)
+    empty: np.ndarray  # (n, S) bool
+
+    @classmethod
+    def blank(cls, start: int, n: int, step: int, n_sym: int) -> _Rows:
+        return cls(start + np.arange(n, dtype=np.int64) * step,
+                   np.full((5, n, n_sym), np.nan), np.zeros((n, n_sym), dtype=bool))
+
+    def counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(stored candles, confirmed-empty times) per symbol."""
+        return np.isfinite(self.ohlcv[3]).sum(axis=0), self.empty.sum(axis=0)
+
+
+def _read(store: Store, series: Series, start: int, end_ts: int) -> _Rows:
+    """Grid rows start..end_ts (inclusive) as stored."""
+    step = series.step_ms
+    n = (end_ts - start) // step + 1
+    out = _Rows.blank(start, n, step, len(series.symbols))
     with store.read("load history") as conn:
-        for j, sym in enumerate(symbols):
-            rows = candles.range_rows(conn, exchange, sym, timeframe, start, end_ts + 1)
+        for j, sym in enumerate(series.symbols):
+            rows = candles.range_rows(conn, series.exchange, sym, series.timeframe, start,
+                                      end_ts + 1)
             if rows:
                 arr = np.asarray(rows, dtype=np.float64)
-                idx = ((arr[:, 0].astype(np.int64) - start) // step_ms).astype(np.int64)
-                close[idx, j] = arr[:, 4]
-                volume[idx, j] = arr[:, 5]
-            e = candles.empty_ts(conn, exchange, sym, timeframe, start, end_ts + 1)
+                idx = (arr[:, 0].astype(np.int64) - start) // step
+                out.ohlcv[:, idx, j] = arr[:, 1:6].T
+            e = candles.empty_ts(conn, series.exchange, sym, series.timeframe, start, end_ts + 1)
             if e:
-                empty[(np.asarray(e, dtype=np.int64) - start) // step_ms, j] = True
-    filled = fill_confirmed_empty(close, volume, empty, max_fill)
-    return History(ts, close, volume, tuple(symbols), step_ms), filled
+                out.empty[(np.asarray(e, dtype=np.int64) - start) // step, j] = True
+    return out
 
 
-def fill_confirmed_empty(close: np.ndarray, volume: np.ndarray, empty: np.ndarray,
-                         max_fill: int) -> int:
+def _history(rows: _Rows, series: Series, max_fill: int) -> History:
+    ohlcv = rows.ohlcv
+    if max_fill > 0 and rows.empty.any():
+        ohlcv = ohlcv.copy()  # the cache keeps the raw rows; filling is per slice
+        fill_confirmed_empty(ohlcv, rows.empty, max_fill)
+    o, h, lo, c, v = ohlcv
+    return History(rows.ts, c, v, series.symbols, series.step_ms, o, h, lo)
+
+
+def load(store: Store, series: Series, end_ts: int, n: int, max_fill: int) -> History:
+    """The n grid rows ending at end_ts (inclusive), read afresh."""
+    return _history(_read(store, series, end_ts - (n - 1) * series.step_ms, end_ts), series,
+                    max_fill)
+
+
+def fill_confirmed_empty(ohlcv: np.ndarray, empty: np.ndarray, max_fill: int) -> int:
     """Flat-fill runs of confirmed no-trade candles of length <= max_fill, in place.
 
+    ohlcv (5, n, S): a filled candle has open = high = low = close = the previous close and
+    volume 0. A run with no stored candle before it (in this slice) is left missing.
+
     >>> c = np.array([[1.0], [np.nan], [np.nan], [2.0], [np.nan]])
-    >>> v = np.array([[5.0], [np.nan], [np.nan], [6.0], [np.nan]])
+    >>> x = np.stack([c, c, c, c, np.array([[5.0], [np.nan], [np.nan], [6.0], [np.nan]])])
     >>> e = np.array([[False], [True], [True], [False], [False]])
-    >>> fill_confirmed_empty(c, v, e, max_fill=2), c.ravel().tolist(), v.ravel().tolist()[:3]
+    >>> fill_confirmed_empty(x, e, max_fill=2), x[3].ravel().tolist(), x[4].ravel().tolist()[:3]
     (2, [1.0, 1.0, 1.0, 2.0, nan], [5.0, 0.0, 0.0])
     """
     filled = 0
-    if max_fill <= 0 or not empty.any():
-        return 0
-    n, s = close.shape
-    for j in range(s):
-        i = 0
-        while i < n:
-            if not (empty[i, j] and np.isnan(close[i, j])):
-                i += 1
-                continue
-            k = i
-            while k < n and empty[k, j] and np.isnan(close[k, j]):
-                k += 1
-            if i > 0 and np.isfinite(close[i - 1, j]) and k - i <= max_fill:
-                close[i:k, j] = close[i - 1, j]
-                volume[i:k, j] = 0.0
-                filled += k - i
-            i = k
+    close = ohlcv[3]
+    for j in range(close.shape[1]):
+        run = empty[:, j] & np.isnan(close[:, j])
+        if not run.any():
+            continue
+        edges = np.diff(np.concatenate([[0], run.astype(np.int8), [0]]))
+        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+            if a > 0 and np.isfinite(close[a - 1, j]) and b - a <= max_fill:
+                ohlcv[:4, a:b, j] = close[a - 1, j]
+                ohlcv[4, a:b, j] = 0.0
+                filled += int(b - a)
     return filled
+
+
+class CandleWindow:
+    """The newest `size` grid rows of a series, kept between ticks."""
+
+    def __init__(self, store: Store, series: Series, size: int, max_fill: int) -> None:
+        self.store = store
+        self.series = series
+        self.size = size
+        self.max_fill = max_fill
+        self._rows: _Rows | None = None
+
+    def history(self, end_ts: int, n: int) -> History:
+        """The n grid rows ending at end_ts (n <= size), identical to `load(...)`."""
+        if n > self.size:
+            return load(self.store, self.series, end_ts, n, self.max_fill)
+        rows = self._ensure(end_ts)
+        k = int((end_ts - rows.ts[0]) // self.series.step_ms) + 1
+        lo = max(0, k - n)
+        sl = _Rows(rows.ts[lo:k], rows.ohlcv[:, lo:k], rows.empty[lo:k])
+        if len(sl.ts) < n:  # the window starts before the rows held: never here by design
+            return load(self.store, self.series, end_ts, n, self.max_fill)
+        return _history(sl, self.series, self.max_fill)
+
+    def _ensure(self, end_ts: int) -> _Rows:
+        step = self.series.step_ms
+        want_start = end_ts - (self.size - 1) * step
+        rows = self._rows
+        if rows is None or want_start < rows.ts[0] or end_ts < rows.ts[0] or \
+                not self._still_stored(rows):
+            self._rows = _read(self.store, self.series, want_start, end_ts)
+            return self._rows
+        last = int(rows.ts[-1])
+        if end_ts > last:
+            new = _read(self.store, self.series, last + step, end_ts)
+            rows = _Rows(np.concatenate([rows.ts, new.ts]),
+                         np.concatenate([rows.ohlcv, new.ohlcv], axis=1),
+                         np.concatenate([rows.empty, new.empty]))
+        # Hold up to twice the size, trimming in one go: a request whose end lags the
+        # newest row (one symbol behind the other) is still served from memory.
+        if len(rows.ts) > 2 * self.size:
+            cut = len(rows.ts) - self.size
+            rows = _Rows(rows.ts[cut:], rows.ohlcv[:, cut:], rows.empty[cut:])
+        self._rows = rows
+        return rows
+
+    def _still_stored(self, rows: _Rows) -> bool:
+        """Whether the store holds exactly the candles and empty times remembered for the
+        rows held (counts per symbol: cheap index range counts)."""
+        first, last = int(rows.ts[0]), int(rows.ts[-1])
+        have_c, have_e = rows.counts()
+        s = self.series
+        with self.store.read("check history") as conn:
+            for j, sym in enumerate(s.symbols):
+                if candles.count(conn, s.exchange, sym, s.timeframe, first, last + 1) != \
+                        have_c[j]:
+                    return False
+                if candles.count_empty(conn, s.exchange, sym, s.timeframe, first, last + 1) \
+                        != have_e[j]:
+                    return False
+        return True

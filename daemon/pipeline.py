@@ -1,8 +1,13 @@
-"""One tick per closed candle (SPEC §7): ingest, score, retrain when due, forecast, persist.
+"""One tick per closed candle (SPEC §7): ingest, retrain when due, forecast, score, persist.
 
-Live mode and replay share this code; they differ only in the `now` they pass
-in, the candle source, and the trainer (synchronous in replay, a background
-worker live). Nothing here reads the clock.
+Live mode and replay share this code; they differ only in the `now` they pass in, the
+candle source, and the trainer (synchronous in replay, a background worker live).
+Nothing here reads the clock.
+
+Every model of the set goes through the same loop. A model that reads the symbols
+jointly (`joint`) forecasts from the newest time all symbols have reached; the others
+forecast each symbol from its own newest candle. Each gets the history it asks for
+(`context` candles), sliced from one in-memory window of the series.
 """
 
 from __future__ import annotations
@@ -13,18 +18,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from forecaster.base import CannotForecast, Forecast, History
+from forecaster.base import CannotForecast, Forecast, Forecaster, History
 from storage import ForecastRow, Store, candles, forecasts, runs
 
-from . import crashpoints, history
+from . import crashpoints
 from .clock import iso
+from .history import CandleWindow
 from .ingest import IngestStats, poll
-from .models import SEQ2SEQ, ModelSet, TrainOutcome
+from .models import ModelSet, TrainOutcome
 from .series import Series
 from .settings import Settings
 from .source import CandleSource, RetryLater, SkipSymbol
 
 log = logging.getLogger(__name__)
+
+FIRST_RETRY = 5  # candles between attempts while a model still has no first version
 
 
 @dataclass
@@ -36,7 +44,7 @@ class TickReport:
     forecasts: int = 0
     issued: dict[str, int] = field(default_factory=dict)  # model -> issued_ts forecast from
     skipped: dict[str, str] = field(default_factory=dict)  # model -> why no forecast
-    training: TrainOutcome | None = None
+    training: list[TrainOutcome] | None = None
     training_started: bool = False
     newest_common: int | None = None  # newest candle every symbol had, closed by now_ms
 
@@ -49,95 +57,97 @@ Trainer = Callable[[History, int], bool]
 class Pipeline:
     def __init__(self, cfg: Settings, store: Store, source: CandleSource, models: ModelSet,
                  series: Series, *, history_candles: int | None = None) -> None:
-        self.cfg = cfg
         self.store = store
         self.source = source
         self.models = models
         self.series = series
-        self.exchange = series.exchange
-        self.symbols = list(series.symbols)
-        self.timeframe = series.timeframe
-        self.step_ms = series.step_ms
         self.horizons = sorted(cfg.model.horizons)
         self.lookback = cfg.model.lookback
         self.train_window = cfg.model.train_window
         self.retrain_every = cfg.model.retrain_every
-        self.max_fill = cfg.model.max_fill
+        self.min_first = cfg.model.lookback + max(self.horizons) + 64
         self.history_candles = history_candles if history_candles is not None else self.train_window
+        self.window = CandleWindow(store, series, max(self.train_window, models.context),
+                                   cfg.model.max_fill)
         self._last_attempt_end: int | None = None
         self._attempt_loaded = False
-        self._hole_logged: int | None = None
-        # (model, symbol) -> newest issued_ts already forecast by this process: a tick
-        # without a new candle recomputes nothing (the store's unique key would drop it).
+        self._hole_logged: dict[str, int] = {}
+        # (model, symbol or "" for a joint model) -> newest issued_ts already forecast by
+        # this process: a tick without a new candle recomputes nothing.
         self._issued: dict[tuple[str, str], int] = {}
 
     # -- the tick ---------------------------------------------------------------------
     def tick(self, now_ms: int, trainer: Trainer | None = None) -> TickReport:
         rep = TickReport(now_ms)
         self.ingest(now_ms, rep)
-        with self.store.write("score forecasts") as conn:
-            rep.scored = forecasts.score(conn, now_ms, self.timeframe, self.step_ms)
         newest = self.newest(now_ms)
         common = rep.newest_common = _common(newest)
         if common is not None and self.retrain_due(common):
             self.retrain(common, now_ms, rep, trainer)
         rows = self.forecast(now_ms, rep, newest)
-        if rows:
-            with self.store.write("store forecasts") as conn:
+        # Scoring and the new forecasts commit together: one write transaction a tick.
+        with self.store.write("score and store forecasts") as conn:
+            rep.scored = forecasts.score(conn, now_ms, self.series.timeframe,
+                                         self.series.step_ms)
+            if rows:
                 rep.forecasts = forecasts.insert(conn, rows)
                 crashpoints.hit("before-forecasts-commit")
         return rep
 
     def ingest(self, now_ms: int, rep: TickReport) -> None:
-        for sym in self.symbols:
+        for sym in self.series.symbols:
             try:
                 rep.ingested[sym] = poll(self.store, self.source, self.series, sym, now_ms,
                                          history=self.history_candles)
             except (RetryLater, SkipSymbol) as e:
                 # The next tick resumes from the store: an outage leaves no hole.
                 rep.fetch_errors[sym] = str(e)
-                log.warning("%s %s: %s", self.exchange, sym, e)
+                log.warning("%s %s: %s", self.series.exchange, sym, e)
 
-    # -- retraining ---------------------------------------------------------------------
     def newest(self, now_ms: int | None = None) -> dict[str, int | None]:
         """Newest stored candle per symbol; with `now_ms`, only candles closed by then.
 
-        Forecasts are issued only from candles closed at `now`: a store that holds
-        later ones (a resumed replay, a clock set back) is never read ahead of time.
+        Forecasts are issued only from candles closed at `now`: a store that holds later
+        ones (a resumed replay, a clock set back) is never read ahead of time.
         """
-        cap = None if now_ms is None else now_ms - now_ms % self.step_ms - self.step_ms
+        s = self.series
+        cap = None if now_ms is None else s.open_ts(now_ms) - s.step_ms
         with self.store.read() as conn:
-            return {s: candles.newest_ts(conn, self.exchange, s, self.timeframe, cap)
-                    for s in self.symbols}
+            return {sym: candles.newest_ts(conn, s.exchange, sym, s.timeframe, cap)
+                    for sym in s.symbols}
 
     def newest_common(self, now_ms: int | None = None) -> int | None:
-        """The newest candle time every symbol has reached (seq2seq issues from it)."""
+        """The newest candle time every symbol has reached (joint models issue from it)."""
         return _common(self.newest(now_ms))
 
+    # -- retraining ---------------------------------------------------------------------
     def last_attempt_end(self) -> int | None:
         if not self._attempt_loaded:
+            s = self.series
             with self.store.read() as conn:
-                self._last_attempt_end = runs.last_attempt_end(conn, SEQ2SEQ, self.exchange,
-                                                               self.timeframe)
+                self._last_attempt_end = runs.last_attempt_end(conn, s.exchange, s.timeframe)
             self._attempt_loaded = True
         return self._last_attempt_end
 
     def retrain_due(self, newest: int) -> bool:
         last = self.last_attempt_end()
+        step = self.series.step_ms
         if last is not None:
-            return newest - last >= self.retrain_every * self.step_ms
+            # A model still without a first version tries again after a few candles.
+            every = self.retrain_every if all(m.ready for m in self.models) else \
+                min(self.retrain_every, FIRST_RETRY)
+            return newest - last >= every * step
         # No attempt yet: train as soon as there is enough history for a first model.
-        need = self.lookback + max(self.horizons) + self.models.seq2seq.config.min_windows
+        s = self.series
         with self.store.read() as conn:
-            have = min(candles.count(conn, self.exchange, s, self.timeframe,
-                                     newest - self.train_window * self.step_ms, newest + 1)
-                       for s in self.symbols)
-        return have >= need
+            have = min(candles.count(conn, s.exchange, sym, s.timeframe,
+                                     newest - self.train_window * step, newest + 1)
+                       for sym in s.symbols)
+        return have >= self.min_first
 
     def retrain(self, newest: int, now_ms: int, rep: TickReport,
                 trainer: Trainer | None) -> None:
-        hist, _ = history.load(self.store, self.exchange, self.symbols, self.timeframe,
-                               self.step_ms, newest, self.train_window, self.max_fill)
+        hist = self.window.history(newest, self.train_window)
         if trainer is None:
             out = self.models.train(self.store, hist, started_at=now_ms, now_fn=lambda: now_ms)
             rep.training = out
@@ -148,71 +158,47 @@ class Pipeline:
             self._last_attempt_end = newest
 
     # -- forecasting ----------------------------------------------------------------------
-    def _window(self, joint: History | None, symbols: list[str], end: int) -> History:
-        """The lookback+1 rows ending at `end` for some symbols: sliced from the joint
-        window when it covers them, else read from the store."""
-        n = self.lookback + 1
-        if joint is not None and joint.ts[0] <= end - (n - 1) * self.step_ms:
-            w = joint.upto(end).tail(n)
-            cols = [self.symbols.index(s) for s in symbols]
-            return History(w.ts, w.close[:, cols], w.volume[:, cols], tuple(symbols),
-                           self.step_ms)
-        return history.load(self.store, self.exchange, symbols, self.timeframe, self.step_ms,
-                            end, n, self.max_fill)[0]
-
     def forecast(self, now_ms: int, rep: TickReport,
                  newest: dict[str, int | None]) -> list[ForecastRow]:
-        """Forecast rows for every model whose newest window is usable."""
+        """Forecast rows of every model whose newest history is usable."""
         rows: list[ForecastRow] = []
-        n = self.lookback + 1
-        present = [t for t in newest.values() if t is not None]
-        joint = None
-        if len(present) == len(self.symbols):
-            # One read serves every model while the symbols are (nearly) in step.
-            lag = (max(present) - min(present)) // self.step_ms
-            if lag <= self.lookback:
-                joint, _ = history.load(self.store, self.exchange, self.symbols,
-                                        self.timeframe, self.step_ms, max(present), n + lag,
-                                        self.max_fill)
-        for sym in self.symbols:
-            end = newest[sym]
-            if end is None:
-                continue
-            todo = [m for m in self.models.baselines if self._issued.get((m.name, sym), -1) < end]
-            if not todo:
-                continue
-            win = self._window(joint, [sym], end)
-            for model in todo:
-                try:
-                    out = model.forecast(win, self.horizons)
-                except CannotForecast as e:
-                    rep.skipped[model.name] = str(e)
-                    continue
-                rows.extend(self._rows(model.name, model.version, end, out, now_ms))
-                rep.issued[model.name] = end
-                self._issued[(model.name, sym)] = end
-        s2s = self.models.seq2seq
         common = _common(newest)
-        if not s2s.ready:
-            rep.skipped[SEQ2SEQ] = "no trained model yet"
-        elif common is not None and self._issued.get((SEQ2SEQ, ""), -1) < common:
-            win = self._window(joint, self.symbols, common)
-            try:
-                out = s2s.forecast(win, self.horizons)
-                rows.extend(self._rows(SEQ2SEQ, s2s.version, common, out, now_ms))
-                rep.issued[SEQ2SEQ] = common
-                self._issued[(SEQ2SEQ, "")] = common
-                self._hole_logged = None
-            except CannotForecast as e:
-                rep.skipped[SEQ2SEQ] = str(e)
-                if self._hole_logged is None:
-                    log.warning("seq2seq: not forecasting from %s: %s (the baselines go on)",
-                                iso(common), e)
-                    self._hole_logged = common
+        for m in self.models:
+            if not m.ready:
+                rep.skipped[m.name] = "no trained model yet"
+                continue
+            if m.joint:
+                targets = [("", common)] if common is not None else []
+            else:
+                targets = [(sym, t) for sym, t in newest.items() if t is not None]
+            for key, end in targets:
+                if self._issued.get((m.name, key), -1) >= end:
+                    continue
+                hist = self.window.history(end, m.context)
+                if key:
+                    hist = hist.columns((key,))
+                rows.extend(self._forecast_one(m, key, hist, end, now_ms, rep))
         return rows
+
+    def _forecast_one(self, m: Forecaster, key: str, hist: History, end: int, now_ms: int,
+                      rep: TickReport) -> list[ForecastRow]:
+        try:
+            out = m.forecast(hist, self.horizons)
+        except CannotForecast as e:
+            rep.skipped[m.name] = str(e)
+            if self._hole_logged.get(m.name) is None:
+                log.warning("%s: not forecasting from %s: %s (the other models go on)",
+                            m.name, iso(end), e)
+                self._hole_logged[m.name] = end
+            return []
+        self._hole_logged.pop(m.name, None)
+        rep.issued[m.name] = end
+        self._issued[(m.name, key)] = end
+        return self._rows(m.name, m.version, end, out, now_ms)
 
     def _rows(self, model: str, version: str, issued: int, out: list[Forecast],
               now_ms: int) -> list[ForecastRow]:
+        s = self.series
         rows = []
         for f in out:
             vals = (f.yhat, f.lower, f.upper)
@@ -221,9 +207,9 @@ class Pipeline:
                           f.symbol, f.horizon)
                 continue
             rows.append(ForecastRow(
-                model=model, model_version=version, exchange=self.exchange, symbol=f.symbol,
-                timeframe=self.timeframe, issued_ts=issued,
-                target_ts=issued + f.horizon * self.step_ms, horizon=f.horizon,
+                model=model, model_version=version, exchange=s.exchange, symbol=f.symbol,
+                timeframe=s.timeframe, issued_ts=issued,
+                target_ts=issued + f.horizon * s.step_ms, horizon=f.horizon,
                 yhat=float(f.yhat), lower=None if f.lower is None else float(f.lower),
                 upper=None if f.upper is None else float(f.upper), created_at=now_ms))
         return rows

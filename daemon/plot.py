@@ -4,7 +4,7 @@
 after the last few days of actual closes; (b) a readable recent stretch of one-step
 forecasts and their band against the actuals; (c) MASE and interval skill by horizon per
 model (below 1 beats naive); (d) coverage by horizon against the 80 % line.
-Drawing only: the data arrives as plain structures from `storage.reports`.
+Drawing only: `report.plot` reads the data (`storage.reports`) and hands it over.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from .errors import UsageError
 
 MODEL_ORDER = {"seq2seq": 0, "naive": 1, "drift": 2}
 COLOURS = {"seq2seq": "tab:blue", "naive": "tab:orange", "drift": "tab:green"}
@@ -48,15 +50,21 @@ def _order(models: Any) -> list[str]:
     return sorted(models, key=lambda m: (MODEL_ORDER.get(m, 9), m))
 
 
-def draw(path: Path, fans: list[Fan], stretches: list[Stretch],
-         accuracy: list[dict[str, Any]], since_text: str) -> None:
+def pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files only; UsageError when it is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise RuntimeError("--plot needs matplotlib: pip install 'tickcast[plot]'") from e
+        raise UsageError("--plot needs matplotlib: pip install 'tickcast[plot]'") from e
+    return plt
+
+
+def draw(path: Path, fans: list[Fan], stretches: list[Stretch],
+         accuracy: list[dict[str, Any]], since_text: str) -> None:
+    plt = pyplot()
 
     symbols = sorted({f.symbol for f in fans} | {s.symbol for s in stretches})
     n_sym = max(len(symbols), 1)

@@ -72,7 +72,12 @@ def check_out(out: str, live_url: str | None) -> Path | None:
     out_path = dialect.sqlite_path(dialect.normalise_url(out))
     live_path = dialect.sqlite_path(live_url) if live_url is not None else None
     # Resolved: the default storage.url is relative to the working directory.
-    if out_path is not None and live_path is not None and out_path.resolve() == live_path.resolve():
+    same_file = out_path is not None and live_path is not None and \
+        out_path.resolve() == live_path.resolve()
+    # A server store is the same store when its normalised URL is the same.
+    same_server = out_path is None and live_url is not None and \
+        dialect.normalise_url(out) == dialect.normalise_url(live_url)
+    if same_file or same_server:
         raise UsageError("--out is the live store; replay writes to its own store")
     return out_path
 
@@ -100,17 +105,14 @@ def _claim(store: Store, out: str, cfg: Settings, inp: ReplayInput, start: int) 
 def run(cfg: Settings, inp: ReplayInput, *, start: int | None, end: int | None, out: str,
         live_url: str | None = None, show_progress: bool = True,
         stop: threading.Event | None = None,
-        on_tick: Callable[[TickReport], None] | None = None,
-        ckpt_dir: Path | None = None) -> ReplayResult:
+        on_tick: Callable[[TickReport], None] | None = None) -> ReplayResult:
     series = inp.series
     step = series.step_ms
     p = plan(inp, start, end)
-    out_path = check_out(out, live_url)
-    # Never the live model's folder: a backtest must not touch the daemon's checkpoints.
-    ckpt = ckpt_dir or (out_path.with_name(out_path.name + ".checkpoints") if out_path
-                        else Path(out + ".checkpoints"))
+    check_out(out, live_url)
     # Built before the store so that a device that is not there refuses the replay first.
-    models = wiring.make_models(cfg, series, ckpt_dir=ckpt)
+    # Checkpoints live in the --out store: a backtest never touches the daemon's models.
+    models = wiring.make_models(cfg, series)
     store = wiring.open_store(out, p.start, durable=False,
                               busy_timeout_ms=cfg.storage.busy_timeout_ms)
     _claim(store, out, cfg, inp, p.start)
@@ -131,13 +133,13 @@ def run(cfg: Settings, inp: ReplayInput, *, start: int | None, end: int | None, 
         rep = pipe.tick(t + step)
         res.ticks += 1
         res.forecasts += rep.forecasts
-        if rep.training is not None:
+        if rep.training:
             res.retrains += 1
-            res.accepted += rep.training.status == "accepted"
+            res.accepted += any(o.status == "accepted" for o in rep.training)
         if on_tick is not None:
             on_tick(rep)
         if bar is not None:
-            bar.update(k + 1, f"{iso(t)} model {models.seq2seq.version}")
+            bar.update(k + 1, f"{iso(t)} model {models.headline_version}")
     if bar is not None:
         bar.close()
     res.wall_s = monotonic() - t0

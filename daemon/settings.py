@@ -34,6 +34,8 @@ KEYS: list[Key] = [
     Key("exchange", "max_retries", int, 5, v.nonneg, doc="retries per request on network faults"),
     Key("exchange", "backoff_max_s", float, 30.0, v.positive, doc="cap of the retry backoff"),
     Key("storage", "url", str, "sqlite:///tickcast.db", v.not_blank),
+    Key("storage", "statement_timeout_ms", int, 60000, v.nonneg,
+        doc="PostgreSQL: longest statement before it is cancelled; 0: the server's own"),
     Key("storage", "busy_timeout_ms", int, 10000, v.positive,
         doc="how long a write waits for another process's lock"),
     Key("model", "horizons", list, [1, 5, 15, 30, 60], v.horizons, int),
@@ -48,12 +50,17 @@ KEYS: list[Key] = [
     Key("model", "patch", int, 4, v.positive, doc="candles per encoder step"),
     Key("model", "learning_rate", float, 1e-3, v.positive),
     Key("model", "batch_size", int, 128, v.positive),
-    Key("model", "initial_steps", int, 300, v.positive, doc="optimiser steps of a first training"),
-    Key("model", "retrain_steps", int, 20, v.positive, doc="optimiser steps of a warm-start"),
+    Key("model", "initial_steps", int, 100, v.positive, doc="optimiser steps of a first training"),
+    Key("model", "retrain_steps", int, 10, v.positive, doc="optimiser steps of a warm-start"),
     Key("model", "seed", int, 0),
-    Key("model", "checkpoint_dir", str, "", doc="empty: a folder beside the store"),
+    Key("model", "checkpoint_dir", str, "",
+        doc="only read to import checkpoint files of stores from before v3"),
     Key("model", "keep_checkpoints", int, 5, v.positive),
     Key("model", "threads", int, 0, v.nonneg, doc="torch CPU threads for training; 0: auto"),
+    Key("model", "models", list, ["seq2seq", "naive", "drift"], v.models, str,
+        doc="the models forecast, each with its own rows"),
+    Key("model", "baseline_ewma_lambda", float, 0.94, v.open_unit,
+        doc="RiskMetrics decay of the baselines' volatility, per candle"),
     Key("model", "max_fill", int, 5, v.nonneg,
         doc="longest run of confirmed no-trade candles filled flat inside a window"),
     Key("daemon", "poll_delay_s", float, 2.0, v.nonneg, doc="seconds after a candle closes"),
@@ -83,6 +90,7 @@ class ExchangeSettings:
 @dataclass(frozen=True)
 class StorageSettings:
     url: str
+    statement_timeout_ms: int
     busy_timeout_ms: int
 
 
@@ -106,6 +114,8 @@ class ModelSettings:
     checkpoint_dir: str
     keep_checkpoints: int
     threads: int
+    models: tuple[str, ...]
+    baseline_ewma_lambda: float
     max_fill: int
 
 

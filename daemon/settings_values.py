@@ -91,6 +91,23 @@ def api_url(v: str) -> str | None:
     return None
 
 
+def open_unit(v: float) -> str | None:
+    return None if 0 < v < 1 else "must be between 0 and 1 (exclusive)"
+
+
+def models(v: list[str]) -> str | None:
+    """Model names only; whether each is known is checked when the models are built (a
+    test double or a plug-in registers itself after the settings are read)."""
+    if not v:
+        return "needs at least one model"
+    if len(set(v)) != len(v):
+        return "lists a model twice"
+    for name in v:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", name):
+            return f"{name!r} is not a model name like 'seq2seq'"
+    return None
+
+
 def horizons(v: list[int]) -> str | None:
     if not v:
         return "needs at least one horizon"

@@ -9,7 +9,6 @@ torch and ccxt are imported inside the functions that need them: `tickcast statu
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from storage import StorageError, Store, dialect
@@ -24,21 +23,24 @@ if TYPE_CHECKING:
 
 
 def open_store(url: str, now_ms: int, *, must_exist: bool = False, durable: bool = True,
-               busy_timeout_ms: int | None = None) -> Store:
+               busy_timeout_ms: int | None = None,
+               statement_timeout_ms: int | None = None) -> Store:
     """Open (check, migrate) a store. `must_exist`: refuse to create a missing SQLite file
     (commands that only read: status, report, replay --from-db)."""
     path = dialect.sqlite_path(url)
     if must_exist and path is not None and not path.exists():
         raise StorageError(f"store {path} does not exist (give --db or set storage.url)")
-    store = Store(url, durable=durable, busy_timeout_ms=busy_timeout_ms)
+    store = Store(url, durable=durable, busy_timeout_ms=busy_timeout_ms,
+                  statement_timeout_ms=statement_timeout_ms or None)
     store.open(now_ms, on_migration_step=crashpoints.hook("mid-migration"))
     return store
 
 
 def open_configured_store(cfg: Settings, now_ms: int, *, must_exist: bool = False) -> Store:
-    """The store `storage.url` names, with the configured busy timeout."""
+    """The store `storage.url` names, with the configured busy and statement timeouts."""
     return open_store(cfg.storage.url, now_ms, must_exist=must_exist,
-                      busy_timeout_ms=cfg.storage.busy_timeout_ms)
+                      busy_timeout_ms=cfg.storage.busy_timeout_ms,
+                      statement_timeout_ms=cfg.storage.statement_timeout_ms)
 
 
 def make_source(cfg: Settings, *, stop: threading.Event | None = None,
@@ -52,15 +54,12 @@ def make_source(cfg: Settings, *, stop: threading.Event | None = None,
                       backoff_max_s=ex.backoff_max_s, stop=stop, call_budget_s=call_budget_s)
 
 
-def make_models(cfg: Settings, series: Series, *, ckpt_dir: Path | None = None,
-                store_url: str | None = None) -> ModelSet:
-    """seq2seq and the baselines for a series, checkpoints in `ckpt_dir` (default: where
-    `model.checkpoint_dir` or the store's location says). Raises ConfigError for a device
-    that is not there or a checkpoint folder that cannot be derived."""
-    from .models import ModelSet, checkpoint_dir
+def make_models(cfg: Settings, series: Series) -> ModelSet:
+    """The models `model.models` names for a series. Raises ConfigError for an unknown
+    model or a device that is not there."""
+    from .models import ModelSet
 
-    folder = ckpt_dir or checkpoint_dir(cfg, store_url or cfg.storage.url)
-    return ModelSet(cfg, series, ckpt_dir=folder)
+    return ModelSet(cfg, series)
 
 
 def history_candles(cfg: Settings) -> int:

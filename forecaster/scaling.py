@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import History
 from . import windows
+from .base import History
 from .volatility import Z80, VolPrior
 
 CLIP = 8.0  # normalised inputs beyond this are clipped: one crash candle must not dominate

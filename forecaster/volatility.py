@@ -49,7 +49,7 @@ def garman_klass(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray) ->
     """Garman–Klass variance of each candle: ½·ln(H/L)² − (2 ln 2 − 1)·ln(C/O)², floored at 0.
 
     >>> round(float(garman_klass(np.array(1.0), np.array(1.1), np.array(0.9), np.array(1.0))), 6)
-    0.020133
+    0.020134
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         v = 0.5 * np.log(h / lo) ** 2 - _GK_C * np.log(c / o) ** 2
@@ -83,11 +83,12 @@ def _ewma_1d(x: np.ndarray, lam: float, init: float) -> np.ndarray:
 def ewma(x: np.ndarray, lam: float, *, seed_n: int = 30) -> np.ndarray:
     """Running EWMA of each column of x (n, S); NaN entries leave the state unchanged.
 
-    The state starts at the mean of the first `seed_n` valid values of the column; a
-    column without any valid value stays NaN.
+    Over the first `seed_n` valid values of a column the estimate is their running mean;
+    from then on y = lam * y + (1 - lam) * x. Every estimate uses only values up to its
+    row; rows before the first valid value stay NaN.
 
-    >>> ewma(np.array([[1.0], [np.nan], [3.0]]), 0.5, seed_n=1).ravel().tolist()
-    [1.0, 1.0, 2.0]
+    >>> ewma(np.array([[1.0], [np.nan], [3.0], [5.0]]), 0.5, seed_n=2).ravel().tolist()
+    [1.0, 1.0, 2.0, 3.5]
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
@@ -99,8 +100,11 @@ def ewma(x: np.ndarray, lam: float, *, seed_n: int = 30) -> np.ndarray:
         if len(ok) == 0:
             continue
         vals = col[ok]
-        y = _ewma_1d(vals, lam, float(vals[:seed_n].mean()))
-        # Hold the state across missing rows; rows before the first value stay NaN.
+        k = min(seed_n, len(vals))
+        y = np.empty(len(vals))
+        y[:k] = np.cumsum(vals[:k]) / np.arange(1, k + 1)
+        y[k:] = _ewma_1d(vals[k:], lam, float(y[k - 1]))
+        # Hold the state across missing rows.
         pos = np.searchsorted(ok, np.arange(len(col)), side="right") - 1
         have = pos >= 0
         out[have, s] = y[pos[have]]
@@ -110,8 +114,8 @@ def ewma(x: np.ndarray, lam: float, *, seed_n: int = 30) -> np.ndarray:
 def ewma_last(x: np.ndarray, lam: float, *, seed_n: int = 30) -> np.ndarray:
     """The final EWMA state of each column (S,): what `ewma(x)[-1]` gives, in O(n).
 
-    >>> ewma_last(np.array([[1.0], [np.nan], [3.0]]), 0.5, seed_n=1).tolist()
-    [2.0]
+    >>> ewma_last(np.array([[1.0], [np.nan], [3.0], [5.0]]), 0.5, seed_n=2).tolist()
+    [3.5]
     """
     x = np.asarray(x, dtype=np.float64)
     out = np.full(x.shape[1], np.nan)
@@ -119,8 +123,10 @@ def ewma_last(x: np.ndarray, lam: float, *, seed_n: int = 30) -> np.ndarray:
         vals = x[np.isfinite(x[:, s]), s]
         if len(vals) == 0:
             continue
-        w = lam ** np.arange(len(vals) - 1, -1, -1, dtype=np.float64)
-        out[s] = (1 - lam) * float(w @ vals) + lam ** len(vals) * float(vals[:seed_n].mean())
+        k = min(seed_n, len(vals))
+        rest = vals[k:]
+        w = lam ** np.arange(len(rest) - 1, -1, -1, dtype=np.float64)
+        out[s] = (1 - lam) * float(w @ rest) + lam ** len(rest) * float(vals[:k].mean())
     return out
 
 
@@ -129,7 +135,7 @@ def riskmetrics_sigma(close: np.ndarray, lam: float) -> np.ndarray:
     returns (mean zero), per column; NaN where the history holds no return.
 
     >>> c = np.exp(np.array([[0.0], [0.1], [0.0]]))
-    >>> round(float(riskmetrics_sigma(c, 0.5)[0]), 6)  # seed 0.01, then 0.5*0.01 + 0.5*0.01
+    >>> round(float(riskmetrics_sigma(c, 0.5)[0]), 6)  # mean of 0.01 and 0.01
     0.1
     """
     r = log_returns(close)

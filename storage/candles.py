@@ -167,6 +167,16 @@ def empty_ts(
     return [int(r[0]) for r in conn.execute(q)]
 
 
+def count_empty(conn: Connection, exchange: str, symbol: str, timeframe: str, start: int,
+                end: int) -> int:
+    """How many known no-trade candle times lie in start <= ts < end."""
+    e = empty_candles.c
+    q = select(func.count()).select_from(empty_candles).where(
+        e.exchange == exchange, e.symbol == symbol, e.timeframe == timeframe, e.ts >= start,
+        e.ts < end)
+    return int(conn.execute(q).scalar() or 0)
+
+
 def gaps(
     conn: Connection,
     exchange: str,

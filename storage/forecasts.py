@@ -102,14 +102,3 @@ def accuracy(conn: Connection, since: int | None = None) -> list[dict[str, Any]]
     sql = accuracy_sql(since_param="since" if since is not None else None)
     res = conn.execute(text(sql), {"since": since} if since is not None else {})
     return [dict(r._mapping) for r in res]
-
-
-def scored_at_horizon(conn: Connection, since: int | None,
-                      horizon: int) -> list[tuple[Any, ...]]:
-    """(model, symbol, target_ts, yhat, lower, upper, actual) of scored forecasts at one
-    horizon issued since a time, by symbol, model and target time (for plots)."""
-    f = forecasts.c
-    q = (select(f.model, f.symbol, f.target_ts, f.yhat, f.lower, f.upper, f.actual)
-         .where(f.actual.is_not(None), f.horizon == horizon, f.issued_ts >= (since or 0))
-         .order_by(f.symbol, f.model, f.target_ts))
-    return [tuple(r) for r in conn.execute(q)]

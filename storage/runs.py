@@ -35,19 +35,13 @@ def latest(
     return None if row is None else dict(row._mapping)
 
 
-def accepted(conn: Connection, model: str, exchange: str, timeframe: str) -> list[dict[str, Any]]:
-    """Accepted runs of a model, newest first."""
+def last_attempt_end(conn: Connection, exchange: str, timeframe: str) -> int | None:
+    """data_end_ts of the newest recorded training run of any model and outcome."""
     t = training_runs
-    q = (select(t).where(t.c.model == model, t.c.status == "accepted", t.c.exchange == exchange,
-                         t.c.timeframe == timeframe)
-         .order_by(desc(t.c.id)))
-    return [dict(r._mapping) for r in conn.execute(q)]
-
-
-def last_attempt_end(conn: Connection, model: str, exchange: str, timeframe: str) -> int | None:
-    """data_end_ts of the newest recorded training run of any outcome."""
-    row = latest(conn, model, exchange=exchange, timeframe=timeframe)
-    return None if row is None or row["data_end_ts"] is None else int(row["data_end_ts"])
+    v = conn.execute(select(t.c.data_end_ts).where(t.c.exchange == exchange,
+                                                   t.c.timeframe == timeframe)
+                     .order_by(desc(t.c.id)).limit(1)).scalar()
+    return None if v is None else int(v)
 
 
 def get_meta(conn: Connection, key: str) -> str | None:

@@ -66,9 +66,11 @@ def test_replay_issues_every_model_every_horizon_and_retrains(full_run: tuple[Pa
                       "(select 1 from training_runs t where t.model_version = f.model_version "
                       "and t.status = 'accepted')").fetchone()[0]
     assert bad == 0
-    for (ck,) in con.execute("select checkpoint from training_runs where status = 'accepted' "
-                             "order by id desc limit 1"):
-        assert Path(ck).is_file()
+    # the newest accepted model's checkpoint is in the store, with its bytes
+    (version,) = con.execute("select model_version from training_runs where status = "
+                             "'accepted' order by id desc limit 1").fetchone()
+    assert con.execute("select length(data) > 1000 from checkpoints where model_version = ?",
+                       (version,)).fetchone() == (1,)
 
 
 def test_prefix_property_forecasts_do_not_depend_on_later_data(
@@ -132,10 +134,14 @@ def test_forecast_accuracy_view_equals_a_plain_python_computation(full_run: tupl
     for r in data:
         groups[(r[0], r[3], r[7])].append(r)
     con = sqlite3.connect(out)
-    view = {(m, s, h): (n, mae, rmse, mape, bias, cov, mase) for m, s, h, n, mae, rmse, mape,
-            bias, cov, mase in con.execute(
-                "select model, symbol, horizon, n, mae, rmse, mape, bias, coverage, mase "
-                "from forecast_accuracy")}
+    view = {(m, s, h): rest for m, s, h, *rest in con.execute(
+        "select model, symbol, horizon, n, mae, rmse, mape, bias, coverage, mase, "
+        "interval_score, interval_skill from forecast_accuracy")}
+    naive_band = {(r[3], r[5], r[7]): (r[9], r[10], r[12]) for r in data if r[0] == "naive"}
+
+    def score(lo: float, hi: float, y: float) -> float:
+        return (hi - lo) + 10 * max(lo - y, 0.0) + 10 * max(y - hi, 0.0)
+
     assert set(view) == set(groups)
     for key, rs in groups.items():
         errs = [r[13] for r in rs]
@@ -148,11 +154,84 @@ def test_forecast_accuracy_view_equals_a_plain_python_computation(full_run: tupl
         cov = sum(r[9] <= r[12] <= r[10] for r in cov_rows) / len(cov_rows)
         paired = [(abs(r[13]), abs(naive[(r[3], r[5], r[7])])) for r in rs]
         mase = (sum(p[0] for p in paired) / len(paired)) / (sum(p[1] for p in paired) / len(paired))
+        iscore = sum(score(r[9], r[10], r[12]) for r in cov_rows) / len(cov_rows)
+        both = [(score(r[9], r[10], r[12]), score(*naive_band[(r[3], r[5], r[7])]))
+                for r in cov_rows]
+        iskill = sum(b[0] for b in both) / sum(b[1] for b in both)
         got = view[key]
         assert got[0] == n
-        for g, w in zip(got[1:], (mae, rmse, mape, bias, cov, mase), strict=True):
+        for g, w in zip(got[1:], (mae, rmse, mape, bias, cov, mase, iscore, iskill), strict=True):
             assert g == pytest.approx(w, rel=1e-9, abs=1e-12), key
     assert view[("naive", "BTC/USD", 1)][6] == pytest.approx(1.0)
+    assert view[("naive", "BTC/USD", 1)][8] == pytest.approx(1.0)
+
+
+class _Double:
+    """A model that is nothing but the protocol: learns a counter, forecasts close × 1.01."""
+
+    name = "double"
+    joint = False
+    context = 10
+
+    def __init__(self) -> None:
+        self.learned = 0
+
+    @property
+    def version(self) -> str:
+        return f"double-{self.learned}"
+
+    @property
+    def ready(self) -> bool:
+        return self.learned > 0
+
+    def learn(self, history: Any, *, should_stop: Any = None) -> Any:
+        from forecaster.base import Accepted, TrainStats
+
+        return Accepted(self.learned + 1, f"double-{self.learned + 1}", "counted",
+                        TrainStats(n_windows=len(history)))
+
+    def adopt(self, candidate: Any) -> None:
+        self.learned = candidate
+
+    def forecast(self, history: Any, horizons: list[int]) -> list[Any]:
+        from forecaster.base import Forecast
+
+        last = float(history.close[-1, 0])
+        return [Forecast(history.symbols[0], h, last * 1.01, None, None) for h in horizons]
+
+    def dumps(self, candidate: Any = None) -> bytes:
+        return str(candidate if candidate is not None else self.learned).encode()
+
+    def loads(self, data: bytes) -> None:
+        self.learned = int(data)
+
+
+def test_a_model_added_through_the_config_is_learned_forecast_and_stored(
+        tmp_path: Path, pair: dict[str, list[Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon import models
+
+    monkeypatch.setitem(models.REGISTRY, "double", lambda cfg, series: _Double())
+    out = tmp_path / "double.db"
+    cfg = small_cfg(**{"model.models": ["naive", "double"]})
+    replay.run(cfg, make_input(pair, 400), start=pair["BTC/USD"][330][0], end=None,
+               out=str(out), show_progress=False)
+    con = sqlite3.connect(out)
+    got = dict(con.execute("select model, count(*) from forecasts group by model").fetchall())
+    assert got == {"naive": 70 * 2 * 3, "double": 70 * 2 * 3}
+    runs = con.execute("select model, status, model_version from training_runs "
+                       "order by id").fetchall()
+    assert runs and all(m == "double" and st == "accepted" for m, st, _ in runs)
+    versions = {v for (v,) in con.execute("select distinct model_version from forecasts "
+                                          "where model = 'double'")}
+    assert versions <= {v for *_, v in runs}
+    # its checkpoint is in the store: a new process would serve the same version
+    (data,) = con.execute("select data from checkpoints where model = 'double' "
+                          "order by id desc limit 1").fetchone()
+    assert int(data) == len(runs)
+    for yhat, close in con.execute(
+            "select f.yhat, c.close from forecasts f join candles c on c.symbol = "
+            "f.symbol and c.ts = f.issued_ts where f.model = 'double'"):
+        assert yhat == pytest.approx(close * 1.01)
 
 
 def test_report_since_matches_a_filtered_computation(full_run: tuple[Path, Any],
@@ -237,10 +316,10 @@ def test_a_window_with_a_hole_is_not_forecast_from_and_resumes_after_backfill(
         src = CcxtSource("bitstamp", api_url=emu.base_url, rate_limit=False, max_retries=2,
                          backoff_max_s=0.01)
         series = Series("bitstamp", tuple(minutes), "1m")
-        models = ModelSet(cfg, series, ckpt_dir=tmp_path / "ck")
+        models = ModelSet(cfg, series)
         pipe = Pipeline(cfg, store, src, models, series)
         rep = pipe.tick(now)
-        assert rep.training is not None and rep.training.status == "accepted"
+        assert rep.training is not None and [o.status for o in rep.training] == ["accepted"]
         assert "seq2seq" in rep.issued
         # cut a hole into the last lookback window of BTC/EUR, as a lost page would
         con = sqlite3.connect(store.path)  # type: ignore[arg-type]

@@ -39,7 +39,7 @@ from storage import (
 )
 from storage.forecasts import ForecastRow, score
 from storage.forecasts import insert as insert_forecasts
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 EX, TF, STEP = "bitstamp", "1m", 60_000
 T = 1_700_000_040_000

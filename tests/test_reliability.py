@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 
-from daemon import crashpoints, replay
+from daemon import crashpoints, history, replay
 from daemon.ccxt_calls import cool_down_after
 from daemon.ccxt_source import CcxtSource
 from daemon.clock import SimClock
 from daemon.models import ModelSet
 from daemon.pipeline import Pipeline
 from daemon.series import Series
-from storage import Store
+from storage import SCHEMA_VERSION, StorageError, Store
 from tests.emulator import ExchangeEmulator
 from tests.helpers import (
     HOUR,
@@ -142,7 +142,7 @@ def test_the_daemon_survives_thirty_kill_9_in_a_row(tmp_path: Path,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["after-candles-commit:40", "before-forecasts-commit:30",
-                                   "checkpoint-before-rename:2", "after-training-record:2",
+                                   "before-training-commit:2", "after-training-record:2",
                                    "mid-migration:2"])
 def test_a_crash_at_a_named_point_then_a_rerun_equals_a_clean_run(
         replay_case: dict[str, Any], point: str) -> None:
@@ -177,7 +177,7 @@ def test_mid_migration_crash_leaves_the_previous_version(tmp_path: Path) -> None
                        ).fetchone()[0] == 0
     con.close()
     s = Store(str(db))
-    assert s.open(0) == 2
+    assert s.open(0) == SCHEMA_VERSION
 
 
 def test_a_crash_point_that_does_not_exist_is_refused_on_both_sides() -> None:
@@ -224,67 +224,40 @@ def test_a_full_disk_stops_the_replay_with_a_clear_error_and_loses_nothing(
     assert rows(out) == replay_case["want"]
 
 
-def test_checkpoint_writes_that_fail_keep_the_previous_model(
-        tmp_path: Path, pair: dict[str, list[Any]], caplog: pytest.LogCaptureFixture) -> None:
-    out = tmp_path / "ck.db"
-    inp = make_input(pair, 700)
-    start = pair["BTC/USD"][330][0]
-    good = tmp_path / "good-ck"
-    replay.run(small_cfg(), inp, start=start, end=start + 40 * HOUR, out=str(out),
-               show_progress=False, ckpt_dir=good)
+def test_a_checkpoint_that_cannot_be_stored_keeps_the_previous_model(
+        tmp_path: Path, pair: dict[str, list[Any]]) -> None:
+    """The checkpoint and its training run commit in one transaction: when the store
+    refuses the checkpoint (here a real SQLite trigger aborts the insert, as a full disk
+    or a lost connection would), neither is recorded, the model in use stays, and the
+    next retrain succeeds once the store accepts writes again."""
+    out, _ = _trained_store(tmp_path, pair)
+    store = Store(str(out))
+    cfg = small_cfg()
+    models = ModelSet(cfg, SERIES_1H)
+    before = models.load_current(store)["seq2seq"]
+    assert before is not None
     con = sqlite3.connect(out)
-    (v1, ck1), = con.execute("select model_version, checkpoint from training_runs where "
-                             "status = 'accepted' order by id desc limit 1").fetchall()
+    n_runs = con.execute("select count(*) from training_runs").fetchone()[0]
+    n_ckpt = con.execute("select count(*) from checkpoints").fetchone()[0]
+    con.execute("create trigger refuse before insert on checkpoints begin "
+                "select raise(abort, 'no room for the checkpoint'); end")
+    con.commit()
+    hist = history.load(store, SERIES_1H, pair["BTC/USD"][420][0], 240, 5)
+    with pytest.raises(StorageError, match="no room"):
+        models.train(store, hist, started_at=0, now_fn=lambda: 0)
+    assert models.headline_version == before
+    assert con.execute("select count(*) from training_runs").fetchone()[0] == n_runs
+    assert con.execute("select count(*) from checkpoints").fetchone()[0] == n_ckpt
+    # a restart serves the same model: nothing half-recorded points elsewhere
+    assert ModelSet(cfg, SERIES_1H).load_current(store)["seq2seq"] == before
+    con.execute("drop trigger refuse")
+    con.commit()
+    outcomes = models.train(store, history.load(store, SERIES_1H, pair["BTC/USD"][430][0], 240,
+                                                5), started_at=0, now_fn=lambda: 0)
+    assert outcomes and outcomes[0].status in ("accepted", "rejected")
+    assert con.execute("select count(*) from training_runs").fetchone()[0] == n_runs + 1
     con.close()
-    blocked = tmp_path / "not-a-dir"
-    blocked.write_text("a file where the checkpoint folder should be")
-    replay.run(small_cfg(), inp, start=start, end=start + 150 * HOUR, out=str(out),
-               show_progress=False, ckpt_dir=blocked / "ck")
-    con = sqlite3.connect(out)
-    failed = con.execute("select count(*) from training_runs where status = 'failed' and "
-                         "reason like '%checkpoint not written%'").fetchone()[0]
-    assert failed >= 1
-    assert "cannot write checkpoint" in caplog.text
-    later = {v for (v,) in con.execute("select distinct model_version from forecasts where "
-                                       "model = 'seq2seq' and issued_ts >= ?",
-                                       (start + 60 * HOUR,))}
-    assert later == {v1}  # still forecasting, with the model whose checkpoint exists
-    con.close()
-    assert Path(ck1).is_file()
     invariants(out)
-    # space returns: training and checkpoints resume
-    replay.run(small_cfg(), inp, start=start, end=None, out=str(out), show_progress=False,
-               ckpt_dir=good)
-    con = sqlite3.connect(out)
-    assert con.execute("select count(*) from training_runs where status = 'accepted' and "
-                       "id > (select max(id) from training_runs where status = 'failed')"
-                       ).fetchone()[0] >= 1
-    con.close()
-
-
-def test_a_checkpoint_write_hitting_the_file_size_limit_leaves_the_old_file(
-        tmp_path: Path) -> None:
-    code = (
-        "import resource, signal, sys\n"
-        "from tests.helpers.forecaster import sine_pair, small_config\n"
-        "from forecaster.seq2seq import Seq2SeqForecaster\n"
-        "f = Seq2SeqForecaster(small_config()); f.learn(sine_pair(), steps=2)\n"
-        f"p = {str(tmp_path / 'm.ckpt')!r}\n"
-        "f.save(p)\n"
-        "f.learn(sine_pair(noise=0.01), steps=2)\n"
-        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
-        "try:\n    f.save(p)\nexcept OSError as e:\n    print('save failed:', e.errno)\n"
-    )
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                       env=env_without(), timeout=120)
-    assert p.returncode == 0, p.stderr
-    assert "save failed: 27" in p.stdout  # EFBIG
-    from forecaster import checkpoint
-
-    state, meta = checkpoint.read(tmp_path / "m.ckpt")  # the previous one still loads
-    assert state and meta["model"] == "seq2seq"
-    assert [x.name for x in tmp_path.iterdir()] == ["m.ckpt"]
 
 
 # -- 4. locks and long readers -----------------------------------------------------------
@@ -438,7 +411,7 @@ def test_clock_jumps_forward_and_backward(tmp_path: Path, minutes: dict[str, lis
         store.open(clock.now_ms())
         src = CcxtSource("bitstamp", api_url=emu.base_url, rate_limit=False, max_retries=1)
         series = Series("bitstamp", tuple(minutes), "1m")
-        models = ModelSet(cfg, series, ckpt_dir=tmp_path / "ck")
+        models = ModelSet(cfg, series)
         pipe = Pipeline(cfg, store, src, models, series)
 
         def newest() -> int:
@@ -531,36 +504,40 @@ def test_the_real_daemon_under_faketime_survives_its_clock_stepping(
 
 # -- 7. the model misbehaving ----------------------------------------------------------------
 
-def _trained_store(tmp_path: Path, pair: dict[str, list[Any]]) -> tuple[Path, Path]:
+def _trained_store(tmp_path: Path, pair: dict[str, list[Any]]) -> tuple[Path, list[str]]:
+    """A replay store with several accepted seq2seq checkpoints; their versions, newest first."""
     out = tmp_path / "m.db"
     replay.run(small_cfg(), make_input(pair, 400), start=pair["BTC/USD"][330][0], end=None,
                out=str(out), show_progress=False)
-    ck = sorted(out.with_name(out.name + ".checkpoints").glob("seq2seq-*.ckpt"))
-    return out, ck[-1]
+    con = sqlite3.connect(out)
+    versions = [v for (v,) in con.execute("select model_version from checkpoints where model = "
+                                          "'seq2seq' order by id desc")]
+    con.close()
+    assert len(versions) >= 2
+    return out, versions
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "other-config"])
 def test_a_bad_checkpoint_falls_back_and_forecasting_goes_on(
         tmp_path: Path, pair: dict[str, list[Any]], caplog: pytest.LogCaptureFixture,
         damage: str) -> None:
-    out, newest = _trained_store(tmp_path, pair)
-    if damage == "truncate":
-        newest.write_bytes(newest.read_bytes()[:300])
-    elif damage == "garbage":
-        newest.write_bytes(os.urandom(5000))
-    cfg = small_cfg(**({"model.hidden": 12} if damage == "other-config" else {}))
-    models = ModelSet(cfg, SERIES_1H, ckpt_dir=newest.parent)
-    version = models.load_current(Store(str(out)))
-    assert "cannot use checkpoint" in caplog.text
+    out, versions = _trained_store(tmp_path, pair)
     con = sqlite3.connect(out)
-    accepted = [v for (v,) in con.execute("select model_version from training_runs where "
-                                          "status = 'accepted' order by id desc")]
+    (data,) = con.execute("select data from checkpoints where model_version = ?",
+                          (versions[0],)).fetchone()
+    if damage != "other-config":
+        bad = data[:300] if damage == "truncate" else os.urandom(5000)
+        con.execute("update checkpoints set data = ? where model_version = ?", (bad, versions[0]))
+        con.commit()
     con.close()
+    cfg = small_cfg(**({"model.hidden": 12} if damage == "other-config" else {}))
+    models = ModelSet(cfg, SERIES_1H)
+    version = models.load_current(Store(str(out)))["seq2seq"]
+    assert "cannot use checkpoint" in caplog.text
     if damage == "other-config":
         assert version is None and "another configuration" in caplog.text
     else:
-        assert version in accepted[1:] or version is None
-        assert version != accepted[0]
+        assert version == versions[1]  # the previous accepted model, not the damaged one
 
 
 def test_exploding_training_is_rejected_and_nothing_non_finite_is_stored(

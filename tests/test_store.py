@@ -182,7 +182,7 @@ def test_a_process_dying_mid_migration_leaves_the_previous_version(
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     p = subprocess.run([sys.executable, "-c", _DIE_IN_STEP, store_url, "2"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
@@ -356,8 +356,8 @@ def test_ids_come_from_the_back_end(store: Store) -> None:
 
     with store.write() as conn:
         a = runs.start(conn, model="seq2seq", started_at=T, exchange=EX, timeframe=TF)
-        b = runs.start(conn, model="seq2seq", started_at=T + 1, exchange=EX, timeframe=TF)
-        runs.finish(conn, b, status="accepted", finished_at=T + 2)
+        b = runs.start(conn, model="seq2seq", started_at=T + 1, exchange=EX, timeframe=TF,
+                       status="accepted", finished_at=T + 2)
         runs.set_meta(conn, "k", "v1")
         runs.set_meta(conn, "k", "v2")
         runs.set_meta(conn, "k", "v3", overwrite=False)
@@ -418,12 +418,11 @@ def test_every_read_query_runs_on_the_back_end(store: Store) -> None:
         assert candles.newest_ts(conn, EX, SYM, TF, at_or_before=T + 5 * STEP + 1) == (
             T + 5 * STEP)
         assert forecasts.pending_count(conn) == 1
-        assert forecasts.latest_issued(conn, "naive", EX, SYM, TF) == data[-1][0]
         assert forecasts.max_issued(conn) == data[-1][0]
         mae = forecasts.recent_mae(conn, 0)
         assert [(r["model"], r["horizon"], r["n"]) for r in mae] == [
             ("naive", 1, 20), ("seq2seq", 1, 20), ("naive", 5, 20), ("seq2seq", 5, 20)]
-        assert runs.last_attempt_end(conn, "seq2seq", EX, TF) == data[-1][0]
+        assert runs.last_attempt_end(conn, EX, TF) == data[-1][0]
         assert reports.busiest_series(conn) == (EX, TF)
         newest = reports.newest_forecasts(conn, EX, TF)
         assert {(r["model"], r["horizon"]) for r in newest} == {
@@ -433,8 +432,6 @@ def test_every_read_query_runs_on_the_back_end(store: Store) -> None:
         stretch = reports.scored_stretch(conn, EX, TF, 5, T)
         assert len(stretch) == 40 and stretch[0]["actual"] == data[5][4]
         assert reports.newest_issue(conn) == data[-1][0]
-    with store.write() as conn:
-        assert runs.abandon_running(conn, T + 1) == 1
 
 
 def test_store_size_is_known(store: Store) -> None:

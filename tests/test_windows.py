@@ -1,15 +1,17 @@
-"""Property tests for windows and scaling (hypothesis)."""
+"""Property tests for windows, volatility estimates and normalisation (hypothesis)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from forecaster import windows
 from forecaster.base import History
-from forecaster.scaling import Scaler
+from forecaster.scaling import Normaliser, Scales
+from forecaster.volatility import VolPrior, ewma, ewma_last
 
 STEP = 60_000
 
@@ -48,9 +50,9 @@ def test_valid_ends_never_cross_a_hole_and_miss_no_clean_window(case: tuple[Hist
 def test_shapes_and_order_of_inputs_and_targets(case: tuple[History, int, int]) -> None:
     h, lookback, horizon = case
     ends = windows.valid_ends(h, lookback, horizon)
-    feats = windows.raw_features(h)
+    feats = windows.row_features(h)
     s = len(h.symbols)
-    assert feats.shape == (len(h), 2 * s + windows.TIME_FEATURES)
+    assert feats.shape == (len(h), 3 * s + windows.TIME_FEATURES)
     x = windows.gather(feats, ends, lookback)
     y = windows.targets(h.close, ends, horizon)
     fut = windows.future_time(h.ts[ends], STEP, horizon)
@@ -69,27 +71,51 @@ def test_shapes_and_order_of_inputs_and_targets(case: tuple[History, int, int]) 
 @given(arrays(np.float64, st.tuples(st.integers(1, 20), st.integers(1, 10), st.integers(1, 3)),
               elements=st.floats(-0.5, 0.5)),
        arrays(np.float64, 3, elements=st.floats(1e-5, 0.2)))
-def test_target_scaling_round_trips(y: np.ndarray, sigma: np.ndarray) -> None:
-    s = y.shape[2]
-    sc = Scaler(np.zeros(2 * s + 4), np.ones(2 * s + 4), sigma[:s])
-    np.testing.assert_allclose(sc.unscale_targets(sc.scale_targets(y)), y, rtol=1e-12, atol=1e-15)
+def test_target_normalisation_round_trips(y: np.ndarray, sd: np.ndarray) -> None:
+    m, horizon, s = y.shape
+    norm = Normaliser(VolPrior(0.94, 0.995, 0.9, 0.5, np.ones((48, s)), STEP), np.zeros(s),
+                      np.ones(s), s, np.ones((horizon, s)))
+    path = np.broadcast_to(sd[:s] * np.sqrt(np.arange(1, horizon + 1))[:, None],
+                           (m, horizon, s))
+    sc = Scales(path[:, 0, :], path, np.zeros((m, s)))
+    np.testing.assert_allclose(norm.unscale(norm.targets(y, sc), sc), y, rtol=1e-12, atol=1e-15)
     q = np.stack([y - 0.1, y, y + 0.1], axis=-1)
-    back = sc.unscale_targets(np.stack([sc.scale_targets(q[..., j]) for j in range(3)], axis=-1))
+    back = norm.unscale(np.stack([norm.targets(q[..., j], sc) for j in range(3)], axis=-1), sc)
     np.testing.assert_allclose(back, q, rtol=1e-12, atol=1e-15)
 
 
+@given(arrays(np.float64, st.tuples(st.integers(1, 400), st.integers(1, 3)),
+              elements=st.floats(0, 1) | st.just(np.nan)),
+       st.floats(0.5, 0.999))
+@settings(max_examples=80, deadline=None)
+def test_blocked_ewma_equals_the_plain_recursion_and_skips_missing_values(
+        x: np.ndarray, lam: float) -> None:
+    got = ewma(x, lam, seed_n=5)
+    last = ewma_last(x, lam, seed_n=5)
+    for j in range(x.shape[1]):
+        col = x[:, j]
+        state, seen = np.nan, 0
+        for i, v in enumerate(col):
+            if np.isfinite(v):
+                seen += 1  # the first 5 values: their running mean; then the recursion
+                state = v if seen == 1 else (state * (seen - 1) + v) / seen if seen <= 5 \
+                    else lam * state + (1 - lam) * v
+            if seen:
+                assert got[i, j] == pytest.approx(state, rel=1e-9, abs=1e-12)
+            else:
+                assert np.isnan(got[i, j])  # nothing seen yet: no estimate, not a made-up one
+        if seen:
+            assert last[j] == pytest.approx(state, rel=1e-9, abs=1e-12)
+
+
 @given(histories())
-@settings(max_examples=60, deadline=None)
-def test_scaler_fit_uses_only_the_rows_it_is_given(case: tuple[History, int, int]) -> None:
+@settings(max_examples=40, deadline=None)
+def test_volatility_levels_at_a_row_use_nothing_after_it(case: tuple[History, int, int]) -> None:
     h, _, _ = case
-    feats = windows.raw_features(h)
-    half = len(h) // 2
-    a = Scaler.fit(feats[:half], len(h.symbols))
-    poisoned = feats.copy()
-    poisoned[half:] = 1e6  # what comes after the training window must not matter
-    b = Scaler.fit(poisoned[:half], len(h.symbols))
-    np.testing.assert_array_equal(a.mean, b.mean)
-    np.testing.assert_array_equal(a.std, b.std)
-    np.testing.assert_array_equal(a.sigma, b.sigma)
-    assert np.all(np.isfinite(a.inputs(feats[:half])[np.isfinite(feats[:half])]))
-    assert np.all(np.abs(a.inputs(np.nan_to_num(poisoned))) <= 8.0)
+    n = len(h)
+    prior = VolPrior(0.9, 0.99, 0.9, 0.5, np.ones((48, len(h.symbols))), STEP)
+    fast, slow = prior.levels(h)
+    cut = n // 2
+    f2, s2 = prior.levels(h.rows(slice(0, cut + 1)))
+    np.testing.assert_array_equal(fast[: cut + 1], f2)
+    np.testing.assert_array_equal(slow[: cut + 1], s2)

@@ -168,7 +168,7 @@ def issued_ticks(db: Path) -> int:
 
 # -- what must hold after any crash ----------------------------------------------------------
 
-def invariants(db: Path, *, baselines: tuple[str, ...] = ("naive-1", "drift-1")) -> None:
+def invariants(db: Path, *, baselines: tuple[str, ...] = ("naive-2", "drift-2")) -> None:
     """Integrity, no duplicates, only known model versions, nothing non-finite."""
     con = sqlite3.connect(db, timeout=10)
     try:

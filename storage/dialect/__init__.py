@@ -1,0 +1,63 @@
+"""Everything that differs between database back-ends lives in this package.
+
+Two back-ends: SQLite (the default: one file, one writer process) and PostgreSQL through
+psycopg 3 (several daemons, one per exchange and timeframe, on any number of hosts).
+Engines and connection settings, upserts, the bulk-insert hot paths (executemany, COPY),
+pragmas, time formatting, error translation, locking and backup are here, one module per
+concept; the rest of ``storage`` speaks SQLAlchemy Core only and imports them as
+``storage.dialect``.
+"""
+
+from .copy import copy_candles, supports_copy
+from .engine import create, read_options
+from .locks import (
+    FileWriterLock,
+    InstanceLock,
+    PgAdvisoryLock,
+    WriterLock,
+    acquire_instance_lock,
+    acquire_writer_lock,
+    lock_is_held,
+    lock_path,
+    writer_lock_holder,
+    writer_lock_key,
+)
+from .statements import (
+    MIGRATION_LOCK_KEY,
+    backup,
+    checkpoint_wal,
+    executemany,
+    insert_ignore,
+    insert_ignore_rows,
+    insert_ignore_sql,
+    iso_time_sql,
+    migration_lock,
+    opaque_to_planner,
+    quick_check,
+    store_size_bytes,
+)
+from .translate import translate_error
+from .urls import (
+    BUSY_TIMEOUT_MS,
+    CONNECT_TIMEOUT_S,
+    COPY_MIN_ROWS,
+    POSTGRESQL,
+    SQLITE,
+    WAL_SIZE_LIMIT,
+    backend,
+    display_url,
+    name,
+    normalise_url,
+    sqlite_path,
+)
+
+__all__ = [
+    "BUSY_TIMEOUT_MS", "CONNECT_TIMEOUT_S", "COPY_MIN_ROWS", "MIGRATION_LOCK_KEY", "POSTGRESQL",
+    "SQLITE", "WAL_SIZE_LIMIT", "FileWriterLock", "InstanceLock", "PgAdvisoryLock",
+    "WriterLock", "acquire_instance_lock", "acquire_writer_lock", "backend", "backup",
+    "checkpoint_wal", "copy_candles", "create", "display_url", "executemany",
+    "insert_ignore", "insert_ignore_rows", "insert_ignore_sql", "iso_time_sql",
+    "lock_is_held", "lock_path", "migration_lock", "name", "normalise_url",
+    "opaque_to_planner", "quick_check", "read_options", "sqlite_path", "store_size_bytes",
+    "supports_copy", "translate_error", "writer_lock_holder", "writer_lock_key",
+]
