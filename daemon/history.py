@@ -16,6 +16,7 @@ fresh one give identical histories, so a resumed replay equals an uninterrupted 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -45,23 +46,37 @@ class _Rows:
         return np.isfinite(self.ohlcv[3]).sum(axis=0), self.empty.sum(axis=0)
 
 
-def _read(store: Store, series: Series, start: int, end_ts: int) -> _Rows:
-    """Grid rows start..end_ts (inclusive) as stored."""
+def _read(store: Store, series: Series, start: int, end_ts: int,
+          check: _Rows | None = None) -> _Rows | None:
+    """Grid rows start..end_ts (inclusive) as stored. With `check`, first verify in the same
+    read transaction that the store still holds exactly the rows of `check`: None if not."""
     step = series.step_ms
     n = (end_ts - start) // step + 1
     out = _Rows.blank(start, n, step, len(series.symbols))
+    col = {sym: j for j, sym in enumerate(series.symbols)}
     with store.read("load history") as conn:
-        for j, sym in enumerate(series.symbols):
-            rows = candles.range_rows(conn, series.exchange, sym, series.timeframe, start,
-                                      end_ts + 1)
-            if rows:
-                arr = np.asarray(rows, dtype=np.float64)
-                idx = (arr[:, 0].astype(np.int64) - start) // step
-                out.ohlcv[:, idx, j] = arr[:, 1:6].T
-            e = candles.empty_ts(conn, series.exchange, sym, series.timeframe, start, end_ts + 1)
-            if e:
-                out.empty[(np.asarray(e, dtype=np.int64) - start) // step, j] = True
+        if check is not None and not _same_counts(conn, series, check):
+            return None
+        rows, empty = candles.window_rows(conn, series.exchange, series.timeframe,
+                                          series.symbols, start, end_ts + 1)
+    if rows:
+        sym = np.fromiter((col[r[0]] for r in rows), dtype=np.int64, count=len(rows))
+        arr = np.asarray([r[1:] for r in rows], dtype=np.float64)
+        idx = (arr[:, 0].astype(np.int64) - start) // step
+        out.ohlcv[:, idx, sym] = arr[:, 1:6].T
+    for s, t in empty:
+        out.empty[(t - start) // step, col[s]] = True
     return out
+
+
+def _same_counts(conn: Any, series: Series, rows: _Rows) -> bool:
+    """Whether the store holds exactly the candles and empty times of `rows`: candles are
+    never changed in place, only added, so equal counts per symbol mean equal rows."""
+    have_c, have_e = rows.counts()
+    got_c, got_e = candles.counts(conn, series.exchange, series.timeframe, int(rows.ts[0]),
+                                  int(rows.ts[-1]) + 1)
+    return all(got_c.get(sym, 0) == have_c[j] and got_e.get(sym, 0) == have_e[j]
+               for j, sym in enumerate(series.symbols))
 
 
 def _history(rows: _Rows, series: Series, max_fill: int) -> History:
@@ -75,8 +90,9 @@ def _history(rows: _Rows, series: Series, max_fill: int) -> History:
 
 def load(store: Store, series: Series, end_ts: int, n: int, max_fill: int) -> History:
     """The n grid rows ending at end_ts (inclusive), read afresh."""
-    return _history(_read(store, series, end_ts - (n - 1) * series.step_ms, end_ts), series,
-                    max_fill)
+    rows = _read(store, series, end_ts - (n - 1) * series.step_ms, end_ts)
+    assert rows is not None  # no check asked for: always read
+    return _history(rows, series, max_fill)
 
 
 def fill_confirmed_empty(ohlcv: np.ndarray, empty: np.ndarray, max_fill: int) -> int:
@@ -116,11 +132,19 @@ class CandleWindow:
         self.max_fill = max_fill
         self._rows: _Rows | None = None
 
+    def refresh(self, end_ts: int) -> None:
+        """Bring the rows held up to end_ts (once per tick): read what is new, and reload
+        everything if the store no longer holds exactly the rows remembered."""
+        self._ensure(end_ts, check=True)
+
     def history(self, end_ts: int, n: int) -> History:
-        """The n grid rows ending at end_ts (n <= size), identical to `load(...)`."""
+        """The n grid rows ending at end_ts (n <= size), identical to `load(...)`.
+
+        Served from the rows held when `refresh` covered end_ts this tick; read otherwise.
+        """
         if n > self.size:
             return load(self.store, self.series, end_ts, n, self.max_fill)
-        rows = self._ensure(end_ts)
+        rows = self._ensure(end_ts, check=False)
         k = int((end_ts - rows.ts[0]) // self.series.step_ms) + 1
         lo = max(0, k - n)
         sl = _Rows(rows.ts[lo:k], rows.ohlcv[:, lo:k], rows.empty[lo:k])
@@ -128,20 +152,29 @@ class CandleWindow:
             return load(self.store, self.series, end_ts, n, self.max_fill)
         return _history(sl, self.series, self.max_fill)
 
-    def _ensure(self, end_ts: int) -> _Rows:
+    def _ensure(self, end_ts: int, *, check: bool) -> _Rows:
         step = self.series.step_ms
         want_start = end_ts - (self.size - 1) * step
         rows = self._rows
-        if rows is None or want_start < rows.ts[0] or end_ts < rows.ts[0] or \
-                not self._still_stored(rows):
-            self._rows = _read(self.store, self.series, want_start, end_ts)
-            return self._rows
-        last = int(rows.ts[-1])
-        if end_ts > last:
-            new = _read(self.store, self.series, last + step, end_ts)
-            rows = _Rows(np.concatenate([rows.ts, new.ts]),
-                         np.concatenate([rows.ohlcv, new.ohlcv], axis=1),
-                         np.concatenate([rows.empty, new.empty]))
+        if rows is not None and want_start >= rows.ts[0] and end_ts >= rows.ts[0]:
+            last = int(rows.ts[-1])
+            if end_ts <= last and not check:
+                return rows  # covered by what is held
+            # New rows, and (once a tick) the check that the rows held are still the store's,
+            # in one read transaction.
+            new = _read(self.store, self.series, last + step, max(end_ts, last),
+                        check=rows if check else None)
+            if new is not None:
+                if end_ts > last:
+                    rows = _Rows(np.concatenate([rows.ts, new.ts]),
+                                 np.concatenate([rows.ohlcv, new.ohlcv], axis=1),
+                                 np.concatenate([rows.empty, new.empty]))
+                return self._keep(rows)
+        fresh = _read(self.store, self.series, want_start, end_ts)
+        assert fresh is not None
+        return self._keep(fresh)
+
+    def _keep(self, rows: _Rows) -> _Rows:
         # Hold up to twice the size, trimming in one go: a request whose end lags the
         # newest row (one symbol behind the other) is still served from memory.
         if len(rows.ts) > 2 * self.size:
@@ -149,19 +182,3 @@ class CandleWindow:
             rows = _Rows(rows.ts[cut:], rows.ohlcv[:, cut:], rows.empty[cut:])
         self._rows = rows
         return rows
-
-    def _still_stored(self, rows: _Rows) -> bool:
-        """Whether the store holds exactly the candles and empty times remembered for the
-        rows held (counts per symbol: cheap index range counts)."""
-        first, last = int(rows.ts[0]), int(rows.ts[-1])
-        have_c, have_e = rows.counts()
-        s = self.series
-        with self.store.read("check history") as conn:
-            for j, sym in enumerate(s.symbols):
-                if candles.count(conn, s.exchange, sym, s.timeframe, first, last + 1) != \
-                        have_c[j]:
-                    return False
-                if candles.count_empty(conn, s.exchange, sym, s.timeframe, first, last + 1) \
-                        != have_e[j]:
-                    return False
-        return True

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,8 +110,9 @@ class ModelSet:
             if m.name != n:
                 raise ConfigError(f"model.models: {n!r} builds a model named {m.name!r}")
         self._train_lock = threading.Lock()
-        if cfg.model.threads > 0:
-            torch.set_num_threads(cfg.model.threads)
+        # Small networks on a CPU: one thread trains faster than several (they spin-wait
+        # on each tiny step) and leaves a core to the tick. "auto" (0) = all cores but one.
+        torch.set_num_threads(cfg.model.threads or max(1, (os.cpu_count() or 2) - 1))
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self.models)
@@ -220,7 +222,8 @@ class ModelSet:
         crashpoints.hit("after-training-record")
         if candidate is not None:
             m.adopt(candidate)
-        log.log(logging.INFO if status == "accepted" else logging.WARNING,
+        # Rejections are the guard doing its job; only a failure deserves a warning.
+        log.log(logging.WARNING if status == "failed" else logging.INFO,
                 "training %s %s in %.1fs (%d windows, %d steps): %s", m.name, status, wall,
                 stats.n_windows, stats.steps, reason)
         return TrainOutcome(m.name, status, version, run_id, reason, stats, wall)

@@ -82,6 +82,9 @@ class Pipeline:
         self.ingest(now_ms, rep)
         newest = self.newest(now_ms)
         common = rep.newest_common = _common(newest)
+        present = [t for t in newest.values() if t is not None]
+        if present:
+            self.window.refresh(max(present))
         if common is not None and self.retrain_due(common):
             self.retrain(common, now_ms, rep, trainer)
         rows = self.forecast(now_ms, rep, newest)

@@ -63,7 +63,8 @@ class Daemon:
         self.lock: dialect.InstanceLock | None = dialect.acquire_instance_lock(cfg.storage.url)
         try:
             self.store: Store = wiring.open_configured_store(cfg, self.clock.now_ms())
-            self.version = self.models.load_current(self.store)
+            loaded = self.models.load_current(self.store)
+            self.version = self.models.headline_version if any(loaded.values()) else None
         except BaseException:
             if self.lock is not None:
                 self.lock.release()

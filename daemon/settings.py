@@ -49,7 +49,7 @@ KEYS: list[Key] = [
     Key("model", "dropout", float, 0.1, v.fraction),
     Key("model", "patch", int, 4, v.positive, doc="candles per encoder step"),
     Key("model", "learning_rate", float, 1e-3, v.positive),
-    Key("model", "batch_size", int, 128, v.positive),
+    Key("model", "batch_size", int, 64, v.positive),
     Key("model", "initial_steps", int, 100, v.positive, doc="optimiser steps of a first training"),
     Key("model", "retrain_steps", int, 10, v.positive, doc="optimiser steps of a warm-start"),
     Key("model", "seed", int, 0),

@@ -99,6 +99,11 @@ class Fitted:
     val_loss: float
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def uses_network(self) -> bool:
+        """Whether any forecast depends on the network (a median move or a band weight)."""
+        return bool(np.any(self.alpha != 0) or np.any(self.gamma != 0))
+
 
 @dataclass
 class _Windows:
@@ -245,15 +250,20 @@ class Seq2SeqForecaster:
         sc = fitted.norm.scales_last(h, cfg.horizon)
         if not np.all(np.isfinite(sc.path_sd)) or np.any(sc.path_sd <= 0):
             raise NotEnoughData("no volatility estimate yet")
-        rows = windows.row_features(h.tail(cfg.lookback + 1))[1:]
-        x = fitted.norm.inputs(rows[None], sc.sigma1)
-        fut = _future(h.ts[-1:], sc, cfg)
-        with torch.inference_mode():
-            q = fitted.net(torch.as_tensor(x, dtype=torch.float32, device=self.device),
-                           torch.as_tensor(fut, dtype=torch.float32, device=self.device),
-                           torch.as_tensor(fitted.norm.base, dtype=torch.float32,
-                                           device=self.device))
-        r = fitted.norm.unscale(q.double().cpu().numpy(), sc)  # (1, H, S, 3) log returns
+        if fitted.uses_network:
+            rows = windows.row_features(h.tail(cfg.lookback + 1))[1:]
+            x = fitted.norm.inputs(rows[None], sc.sigma1)
+            fut = _future(h.ts[-1:], sc, cfg)
+            with torch.inference_mode():
+                q = fitted.net(torch.as_tensor(x, dtype=torch.float32, device=self.device),
+                               torch.as_tensor(fut, dtype=torch.float32, device=self.device),
+                               torch.as_tensor(fitted.norm.base, dtype=torch.float32,
+                                               device=self.device))
+            r = fitted.norm.unscale(q.double().cpu().numpy(), sc)  # (1, H, S, 3) log returns
+        else:
+            # Validation gave the network no weight anywhere: the forecast is the prior's
+            # band around the last close, exactly, without running the network.
+            r = np.zeros((1, cfg.horizon, len(cfg.symbols), 3))
         lo, med, hi = (a[0] for a in _apply(r, _prior_band(fitted.norm, sc), fitted))
         k = np.asarray(horizons) - 1
         used = np.stack([lo[k], med[k], hi[k]])

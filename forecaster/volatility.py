@@ -222,7 +222,7 @@ class VolPrior:
 
     @classmethod
     def fit(cls, h: History, horizon: int, *, range_weight: float = 0.5,
-            max_windows: int = 1500) -> VolPrior:
+            max_windows: int = 600) -> VolPrior:
         """Estimate the calendar profile and choose the EWMA speeds and the mean reversion
         on a training history (nothing after it).
 

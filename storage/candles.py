@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from itertools import repeat
 from typing import Any, Literal
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.engine import Connection
 
 from .dialect import (
@@ -167,14 +167,53 @@ def empty_ts(
     return [int(r[0]) for r in conn.execute(q)]
 
 
-def count_empty(conn: Connection, exchange: str, symbol: str, timeframe: str, start: int,
-                end: int) -> int:
-    """How many known no-trade candle times lie in start <= ts < end."""
-    e = empty_candles.c
-    q = select(func.count()).select_from(empty_candles).where(
-        e.exchange == exchange, e.symbol == symbol, e.timeframe == timeframe, e.ts >= start,
-        e.ts < end)
-    return int(conn.execute(q).scalar() or 0)
+# Built once: the history window reads these every tick, and building a Core statement
+# costs more than running it on a small range.
+_WINDOW_ROWS = (
+    select(candles.c.symbol, *_ROW_COLS)
+    .where(candles.c.exchange == bindparam("exchange"),
+           candles.c.timeframe == bindparam("timeframe"),
+           candles.c.symbol.in_(bindparam("symbols", expanding=True)),
+           candles.c.ts >= bindparam("start"), candles.c.ts < bindparam("end"))
+)
+_WINDOW_EMPTY = (
+    select(empty_candles.c.symbol, empty_candles.c.ts)
+    .where(empty_candles.c.exchange == bindparam("exchange"),
+           empty_candles.c.timeframe == bindparam("timeframe"),
+           empty_candles.c.symbol.in_(bindparam("symbols", expanding=True)),
+           empty_candles.c.ts >= bindparam("start"), empty_candles.c.ts < bindparam("end"))
+)
+
+
+def window_rows(conn: Connection, exchange: str, timeframe: str, symbols: Sequence[str],
+                start: int, end: int) -> tuple[list[tuple[Any, ...]], list[tuple[str, int]]]:
+    """Candles (symbol, ts, o, h, l, c, v) and known no-trade times (symbol, ts) of some
+    symbols with start <= ts < end, in any order: what a history window is built from."""
+    p = {"exchange": exchange, "timeframe": timeframe, "symbols": list(symbols),
+         "start": start, "end": end}
+    return ([tuple(r) for r in conn.execute(_WINDOW_ROWS, p)],
+            [(r[0], int(r[1])) for r in conn.execute(_WINDOW_EMPTY, p)])
+
+
+_COUNTS = (select(candles.c.symbol, func.count())
+           .where(candles.c.exchange == bindparam("exchange"),
+                  candles.c.timeframe == bindparam("timeframe"),
+                  candles.c.ts >= bindparam("start"), candles.c.ts < bindparam("end"))
+           .group_by(candles.c.symbol))
+_EMPTY_COUNTS = (select(empty_candles.c.symbol, func.count())
+                 .where(empty_candles.c.exchange == bindparam("exchange"),
+                        empty_candles.c.timeframe == bindparam("timeframe"),
+                        empty_candles.c.ts >= bindparam("start"),
+                        empty_candles.c.ts < bindparam("end"))
+                 .group_by(empty_candles.c.symbol))
+
+
+def counts(conn: Connection, exchange: str, timeframe: str, start: int,
+           end: int) -> tuple[dict[str, int], dict[str, int]]:
+    """(stored candles, known no-trade times) per symbol with start <= ts < end."""
+    p = {"exchange": exchange, "timeframe": timeframe, "start": start, "end": end}
+    return ({sym: int(n) for sym, n in conn.execute(_COUNTS, p)},
+            {sym: int(n) for sym, n in conn.execute(_EMPTY_COUNTS, p)})
 
 
 def gaps(

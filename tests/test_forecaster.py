@@ -406,3 +406,16 @@ def test_cuda_asked_for_without_a_gpu_is_a_clear_error() -> None:
         with pytest.raises(DeviceError, match="no CUDA"):
             resolve("cuda")
     assert resolve("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_without_network_weight_the_forecast_skips_the_network_and_is_identical(
+        trained: Seq2SeqForecaster, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = copy.deepcopy(trained)
+    assert f.fitted is not None
+    f.adopt(dataclasses.replace(f.fitted, alpha=np.zeros_like(f.fitted.alpha),
+                                gamma=np.zeros_like(f.fitted.gamma)))
+    assert f.fitted is not None and not f.fitted.uses_network
+    h = sine_pair(noise=0.001)
+    skipped = f.forecast(h, HORIZONS)
+    monkeypatch.setattr(type(f.fitted), "uses_network", property(lambda self: True))
+    assert f.forecast(h, HORIZONS) == skipped

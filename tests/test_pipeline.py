@@ -112,6 +112,42 @@ def test_scored_rows_carry_the_actual_close_and_never_come_early(
     assert n_scored > 6000
 
 
+def test_the_history_kept_between_ticks_gives_the_rows_of_fresh_reads(
+        tmp_path: Path, pair: dict[str, list[Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-memory window (read only what is new each tick) must be invisible in the
+    rows: a replay that reads every history afresh from the store gives the same forecasts,
+    also around a missing candle that gets filled as a confirmed no-trade candle."""
+    from daemon import history
+
+    inp = make_input(pair, 430, drop={"BTC/EUR": [352, 353]})
+    start = pair["BTC/USD"][330][0]
+    cached = tmp_path / "cached.db"
+    real_read = history._read
+    read_rows = {"n": 0}
+
+    def counted(store: Any, series: Any, first: int, end_ts: int, check: Any = None) -> Any:
+        read_rows["n"] += (end_ts - first) // series.step_ms + 1
+        return real_read(store, series, first, end_ts, check)
+
+    monkeypatch.setattr(history, "_read", counted)
+    replay.run(small_cfg(), inp, start=start, end=None, out=str(cached), show_progress=False)
+    # ~100 ticks: each reads its new rows, not the 240-row training window again
+    assert read_rows["n"] < 3 * 240 + 5 * 100, read_rows
+    monkeypatch.setattr(history, "_read", real_read)
+    reads = {"n": 0}
+
+    def fresh(self: history.CandleWindow, end_ts: int, n: int) -> Any:
+        reads["n"] += 1
+        return history.load(self.store, self.series, end_ts, n, self.max_fill)
+
+    monkeypatch.setattr(history.CandleWindow, "history", fresh)
+    uncached = tmp_path / "fresh.db"
+    replay.run(small_cfg(), inp, start=start, end=None, out=str(uncached), show_progress=False)
+    assert reads["n"] > 100
+    assert rows(cached) == rows(uncached)
+    assert len(rows(cached)) > 1000
+
+
 def test_a_forecast_whose_target_never_arrives_stays_unscored(tmp_path: Path,
                                                               pair: dict[str, list[Any]]) -> None:
     missing = 350
