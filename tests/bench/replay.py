@@ -89,7 +89,7 @@ class Timers:
 
 
 def instrument() -> Timers:
-    from daemon import history, ingest, models, pipeline
+    from daemon import history, models, pipeline
     from forecaster import baselines, calibration, scaling, seq2seq
     from storage import forecasts
 
@@ -111,7 +111,6 @@ def instrument() -> Timers:
     t.wrap(forecasts, "score", "scoring (UPDATE)")
     t.wrap(forecasts, "insert", "storing forecasts")
     t.wrap(pipeline.Pipeline, "tick", "tick, all of it")
-    # The pipeline imported these names at its import: wrap them where it looks them up.
     return t
 
 
