@@ -58,9 +58,9 @@ class Seq2SeqConfig:
     dropout: float = 0.1
     patch: int = 4
     learning_rate: float = 1e-3
-    batch_size: int = 128
-    initial_steps: int = 300
-    retrain_steps: int = 20
+    batch_size: int = 64
+    initial_steps: int = 100
+    retrain_steps: int = 10
     max_val_windows: int = 512
     val_fraction: float = 0.2
     min_windows: int = 64

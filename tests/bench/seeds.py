@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from _common import emit, peak_rss_mb
 
-from forecaster.base import History
+from forecaster.base import Accepted, History
 from forecaster.seq2seq import Seq2SeqConfig, Seq2SeqForecaster
 
 STEP = 60_000
@@ -101,22 +101,22 @@ def config(name: str, symbols: tuple[str, ...], quick: bool, **kw: Any) -> Seq2S
 def train(cfg: Seq2SeqConfig, h: History) -> tuple[Seq2SeqForecaster, float, str]:
     f = Seq2SeqForecaster(cfg)
     t = time.perf_counter()
-    res = f.learn(h)
+    out = f.learn(h)
     dt = time.perf_counter() - t
-    if not res.accepted:
-        raise RuntimeError(f"training was not accepted: {res.reason}")
-    return f, dt, res.reason
+    if not isinstance(out, Accepted):
+        raise RuntimeError(f"training was not accepted: {out}")
+    f.adopt(out.candidate)
+    return f, dt, out.reason
 
 
 def predict_logs(f: Seq2SeqForecaster, wins: list[History], horizons: list[int]) -> np.ndarray:
-    """(len(wins), len(horizons), S) predicted log prices, in batches of 256 windows."""
+    """(len(wins), len(horizons), S) predicted log prices."""
     col = {s: i for i, s in enumerate(f.config.symbols)}
     row = {h: i for i, h in enumerate(horizons)}
     out = np.full((len(wins), len(horizons), len(col)), np.nan)
-    for k in range(0, len(wins), 256):
-        for b, fcs in enumerate(f.forecast_many(wins[k:k + 256], horizons)):
-            for fc in fcs:
-                out[k + b, row[fc.horizon], col[fc.symbol]] = math.log(fc.yhat)
+    for k, w in enumerate(wins):
+        for fc in f.forecast(w, horizons):
+            out[k, row[fc.horizon], col[fc.symbol]] = math.log(fc.yhat)
     return out
 
 
