@@ -382,13 +382,21 @@ def test_the_readme_queries_run_on_a_real_replay_store(full_run: tuple[Path, Any
     readme = (ROOT / "README.md").read_text()
     block = re.search(r"### Queries you will want\s+```sql\n(.*?)```", readme, re.S)
     assert block, "README lost its example queries"
+    by_hand = re.search(r"Query 5 by hand.*?```sql\n(.*?)```", readme, re.S)
+    assert by_hand, "README lost the interval score by hand"
+    (mine,) = sqlite3.connect(out).execute(by_hand.group(1)).fetchone()
+    (view,) = sqlite3.connect(out).execute(
+        "select interval_score from forecast_accuracy where model = 'seq2seq' and "
+        "symbol = 'BTC/USD' and horizon = 1").fetchone()
+    assert mine == pytest.approx(view, rel=1e-12)
     queries = [q.strip() for q in block.group(1).split(";")
                if q.strip() and "(PostgreSQL)" not in q]  # its SQLite twin runs here
-    assert len(queries) == 5
+    assert len(queries) == 6
     con = sqlite3.connect(out)
     results = [con.execute(q).fetchall() for q in queries]
-    assert all(results[i] for i in range(4)), "queries 1-4 must return rows on a replay"
-    waiting = dict((m, n) for m, _s, n, _t in results[4])
+    assert all(results[i] for i in range(5)), "queries 1-5 must return rows on a replay"
+    assert {r[2] for r in results[4]} == {"seq2seq", "naive", "drift"}  # all have a band
+    waiting = dict((m, n) for m, _s, n, _t in results[5])
     assert set(waiting) == {"seq2seq", "naive", "drift"}  # the last forecasts wait for actuals
 
 

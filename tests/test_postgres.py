@@ -399,12 +399,12 @@ def test_readme_queries_and_views_give_the_same_results_on_both(
             got, key=lambda r: tuple(str(x) for x in r))
 
     queries = readme_queries()
-    assert len(queries) == 6 and [k for _, k, _ in queries].count(None) == 4
+    assert len(queries) == 7 and [k for _, k, _ in queries].count(None) == 5
     for label, kind, sql in queries:
         if kind is None:
             _same(run(lite, sql), run(pg, sql), label)
-    q5 = {kind: sql for _, kind, sql in queries if kind}
-    _same(run(lite, q5["sqlite"]), run(pg, q5["postgresql"]), "query 5")
+    q6 = {kind: sql for _, kind, sql in queries if kind}
+    _same(run(lite, q6["sqlite"]), run(pg, q6["postgresql"]), "query 6")
 
     for view in ("forecast_accuracy", "forecast_errors"):
         order = ("model, exchange, symbol, timeframe, horizon" if view == "forecast_accuracy"
