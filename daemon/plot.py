@@ -96,21 +96,23 @@ def _fan(ax: Any, fans: list[Fan], sym: str) -> None:
         ts = [f.issued_ts] + [p[0] for p in f.path]
         med = ([last] if last is not None else [f.path[0][1]]) + [p[1] for p in f.path]
         colour = COLOURS.get(f.model)
-        ax.plot([_t(t) for t in ts], med, color=colour, lw=1.4, label=f"{f.model} median")
+        # seq2seq on top: its median often is the last close, exactly naive's line
+        ax.plot([_t(t) for t in ts], med, color=colour, lw=1.4, label=f"{f.model} median",
+                zorder=3 if f.model == "seq2seq" else 2, ls="--" if f.model == "seq2seq" else "-")
         if f.model == "seq2seq" and all(p[2] is not None for p in f.path):
             lo = med[:1] + [p[2] for p in f.path]
             hi = med[:1] + [p[3] for p in f.path]
             ax.fill_between([_t(t) for t in ts], lo, hi, color=colour, alpha=0.25,
                             label="seq2seq 80% band")
-    ax.set_title(f"{sym}: latest forecast (issued {_t(fans[0].issued_ts):%Y-%m-%d %H:%M} UTC) "
-                 "after the last closes")
+    ax.set_title(f"{sym}: latest forecast, issued {_t(fans[0].issued_ts):%Y-%m-%d %H:%M} UTC",
+                 fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
     ax.tick_params(axis="x", labelrotation=20, labelsize=8)
 
 
 def _stretch(ax: Any, s: Stretch | None, sym: str, since_text: str) -> None:
     if s is None or not s.actual:
-        ax.set_title(f"{sym}: no scored forecasts since {since_text}")
+        ax.set_title(f"{sym}: no scored forecasts, {since_text}", fontsize=10)
         return
     ax.plot([_t(t) for t, _ in s.actual], [a for _, a in s.actual], color="black", lw=1.0,
             label="actual close")
@@ -123,7 +125,7 @@ def _stretch(ax: Any, s: Stretch | None, sym: str, since_text: str) -> None:
             ax.fill_between(t, [r[2] for r in rows], [r[3] for r in rows], color=colour,
                             alpha=0.18 if model == "seq2seq" else 0.10,
                             label=f"{model} 80% band")
-    ax.set_title(f"{sym}: forecasts {s.horizon} step ahead vs actual, since {since_text}")
+    ax.set_title(f"{sym}: {s.horizon}-step forecasts vs actual, {since_text}", fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
     ax.tick_params(axis="x", labelrotation=20, labelsize=8)
 
@@ -147,7 +149,8 @@ def _skill(ax: Any, rows: list[dict[str, Any]]) -> None:
                         label=f"{model} {label}")
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xlabel("horizon (candles)")
-    ax.set_title("MASE and interval skill by horizon (mean over symbols; below 1 beats naive)")
+    ax.set_title("MASE and interval skill by horizon (mean over symbols; below 1 beats naive)",
+                 fontsize=10)
     ax.legend(fontsize=8, ncol=2)
 
 
@@ -160,5 +163,5 @@ def _coverage(ax: Any, rows: list[dict[str, Any]]) -> None:
     ax.axhline(0.8, color="grey", lw=0.8, label="80% target")
     ax.set_ylim(0.5, 1.0)
     ax.set_xlabel("horizon (candles)")
-    ax.set_title("share of actuals inside the 80% band, by horizon")
+    ax.set_title("share of actuals inside the 80% band, by horizon", fontsize=10)
     ax.legend(fontsize=8)

@@ -106,7 +106,8 @@ def plot(store: Store, path: Path, since: int | None, rows: list[dict[str, Any]]
                         st.actual.append((r["target_ts"], r["actual"]))
                 st.actual.sort()
                 stretches.append(st)
-    since_text = iso(since) if since is not None else "the last 7 days of issue times"
+    since_text = f"issued since {iso(since)}" if since is not None else \
+        "the last 7 days of issue times"
     panels.draw(path, fans, stretches, rows, since_text)
 
 
