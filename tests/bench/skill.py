@@ -294,11 +294,11 @@ def garch_variance(path: GarchPath, hmax: int) -> np.ndarray:
 
 def riskmetrics_band(close: list[float], h: int) -> tuple[float, float]:
     """80 % band of the last close from an EWMA of squared log returns, in plain Python:
-    seeded with the mean of the first 30 squared returns, then every return in turn."""
+    the mean of the first 30 squared returns, then the recursion over each later one."""
     sq = [math.log(b / a) ** 2 for a, b in zip(close, close[1:], strict=False)
           if math.isfinite(a) and math.isfinite(b)]
     v = sum(sq[:EWMA_SEED_N]) / len(sq[:EWMA_SEED_N])
-    for x in sq:
+    for x in sq[EWMA_SEED_N:]:
         v = EWMA_LAMBDA * v + (1 - EWMA_LAMBDA) * x
     half = Z80 * math.sqrt(v) * math.sqrt(h)
     return close[-1] * math.exp(-half), close[-1] * math.exp(half)
