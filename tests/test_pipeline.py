@@ -242,6 +242,37 @@ class _Double:
         self.learned = int(data)
 
 
+class _Shy(_Double):
+    """Rejects its first training (as a first model on too little data would)."""
+
+    name = "shy"
+
+    def learn(self, history: Any, *, should_stop: Any = None) -> Any:
+        from forecaster.base import RejectCode, Rejected, TrainStats
+
+        self.tries = getattr(self, "tries", 0) + 1
+        if self.tries == 1:
+            return Rejected(RejectCode.NOT_ENOUGH_DATA, "not yet", TrainStats())
+        return super().learn(history)
+
+
+def test_after_a_rejected_first_training_the_next_attempt_comes_within_a_few_candles(
+        tmp_path: Path, pair: dict[str, list[Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon import models
+    from daemon.pipeline import FIRST_RETRY
+
+    monkeypatch.setitem(models.REGISTRY, "shy", lambda cfg, series: _Shy())
+    out = tmp_path / "shy.db"
+    cfg = small_cfg(**{"model.models": ["naive", "shy"], "model.retrain_every": 24})
+    replay.run(cfg, make_input(pair, 400), start=pair["BTC/USD"][330][0], end=None,
+               out=str(out), show_progress=False)
+    con = sqlite3.connect(out)
+    runs = con.execute("select status, data_end_ts from training_runs order by id").fetchall()
+    assert [st for st, _ in runs[:2]] == ["rejected", "accepted"]
+    assert runs[1][1] - runs[0][1] == FIRST_RETRY * HOUR < 24 * HOUR
+    assert runs[2][1] - runs[1][1] == 24 * HOUR  # once a model exists: every retrain_every
+
+
 def test_a_model_added_through_the_config_is_learned_forecast_and_stored(
         tmp_path: Path, pair: dict[str, list[Any]], monkeypatch: pytest.MonkeyPatch) -> None:
     from daemon import models
