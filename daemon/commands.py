@@ -91,7 +91,7 @@ def replay_command(cfg: Settings, args: argparse.Namespace) -> int:
     if args.from_db:
         db_url = cfg.storage.url
         live = wiring.open_configured_store(cfg, from_spec(cfg.daemon.clock).now_ms(),
-                                            must_exist=True)
+                                            read_only=True)
         inp = replay_data.load_db(live, cfg, args.end)
         live.close()
     else:
@@ -123,7 +123,7 @@ def report_command(cfg: Settings, since: int | None, plot: str | None, as_json: 
         from .plot import pyplot
 
         pyplot()  # matplotlib is optional: say so before opening anything
-    store = wiring.open_configured_store(cfg, 0, must_exist=True)
+    store = wiring.open_configured_store(cfg, 0, read_only=True)
     rows = report.accuracy(store, since)
     if plot:
         report.plot(store, Path(plot), since, rows)
