@@ -271,3 +271,194 @@ def test_the_alert_rules_and_the_scrape_example_pass_promtool() -> None:
                  ["test", "rules", str(ROOT / "tests" / "prometheus" / "tickcast-rules.test.yml")]):
         p = subprocess.run([tool, *args], capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, f"promtool {' '.join(args)}:\n{p.stdout}\n{p.stderr}"
+
+
+# -- in-process: the parts, without a daemon ------------------------------------------------
+
+class _Ticker:
+    ticks = 0
+    tick_errors = 0
+
+
+class _Model:
+    def __init__(self, name: str, version: str) -> None:
+        self.name, self.version = name, version
+
+
+class _Models:
+    training = False
+    models = [_Model("seq2seq", "v1"), _Model("naive", "naive-2")]
+
+    def __iter__(self) -> Iterator[_Model]:
+        return iter(self.models)
+
+    def versions(self) -> dict[str, str]:
+        return {m.name: m.version for m in self.models}
+
+    @property
+    def headline_version(self) -> str:
+        return "v1"
+
+
+def _metrics(now: int) -> Any:
+    from daemon.clock import SimClock
+    from daemon.metrics import DaemonMetrics
+    from daemon.series import Series
+
+    return DaemonMetrics(series=Series("bitstamp", ("BTC/USD", "BTC/EUR"), "1m"),
+                         models=_Models(), ticker=_Ticker(), clock=SimClock(now), speed=1.0,
+                         poll_delay_s=2.0, window_hours=24, newest={"BTC/USD": None},
+                         rejected_in_a_row={"seq2seq": 3})
+
+
+def _samples(registry: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client import generate_latest
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(generate_latest(registry).decode())
+            for s in fam.samples}
+
+
+def test_health_follows_ticks_and_lags() -> None:
+    from daemon.clock import monotonic
+    from daemon.ingest import IngestStats
+    from daemon.pipeline import TickReport
+
+    now = 1_700_000_000_000 - 1_700_000_000_000 % 60_000 + 3_000
+    m = _metrics(now)
+    ok, body = m.health()
+    assert not ok and "no tick has completed yet" in body["problems"]
+    assert body["limit_s"] == 122.0
+    rep = TickReport(now, ingested={"BTC/USD": IngestStats(stored=5),
+                                    "BTC/EUR": IngestStats(stored=4)},
+                     newest={"BTC/USD": now - 3_000 - 60_000, "BTC/EUR": now - 3_000 - 60_000})
+    m.tick_done(rep, 0.02)
+    ok, body = m.health()
+    assert ok, body
+    assert body["symbols"]["BTC/USD"]["lag_s"] == 3.0 and body["training"] is False
+    m.clock.set(now + 120_000)  # two minutes on: both symbols 123 s behind
+    ok, body = m.health()
+    assert not ok and body["problems"] == ["BTC/USD: newest candle closed 123 s ago",
+                                           "BTC/EUR: newest candle closed 123 s ago"]
+    m.clock.set(now)
+    m.state.last_tick_mono = monotonic() - 130  # a tick hung for 130 s
+    ok, body = m.health()
+    assert not ok and body["problems"] == ["no tick has completed for 130 s"]
+    assert _samples(m.registry)[("tickcast_healthy", ())] == 0
+
+
+def test_counters_follow_reports_and_training_outcomes() -> None:
+    from daemon.ingest import IngestStats
+    from daemon.models import TrainOutcome
+    from daemon.pipeline import TickReport
+    from forecaster.base import TrainStats
+
+    now = 1_700_000_040_000
+    m = _metrics(now)
+    s = _samples(m.registry)
+    assert s[("tickcast_training_rejected_in_a_row", (("model", "seq2seq"),))] == 3
+    assert s[("tickcast_exchange_errors_total", (("exchange", "bitstamp"), ("kind", "timeout")))] == 0
+    assert ("tickcast_forecast_mase", (("horizon", "1"), ("model", "naive"), ("symbol", "BTC/USD"))) not in s
+    rep = TickReport(now, ingested={"BTC/USD": IngestStats(
+        stored=7, rejected=2, rejected_reasons={"high < low": 2})},
+        fetch_errors={"BTC/EUR": "giving up"}, fetch_error_kinds={"BTC/EUR": "timeout"},
+        stored_by_model={"seq2seq": 6, "naive": 6}, scored_by_model={"naive": 2},
+        newest={"BTC/USD": now - 120_000, "BTC/EUR": None})
+    m.tick_done(rep, 0.5)
+    m.training_done([TrainOutcome("seq2seq", "rejected", None, 1, "worse", TrainStats(), 2.0)])
+    s = _samples(m.registry)
+    ex = ("exchange", "bitstamp")
+    assert s[("tickcast_candles_stored_total", (ex, ("symbol", "BTC/USD")))] == 7
+    assert s[("tickcast_candles_rejected_total",
+              (ex, ("reason", "high < low"), ("symbol", "BTC/USD")))] == 2
+    assert s[("tickcast_exchange_errors_total", (ex, ("kind", "timeout")))] == 1
+    assert s[("tickcast_forecasts_stored_total", (("model", "seq2seq"),))] == 6
+    assert s[("tickcast_forecasts_scored_total", (("model", "naive"),))] == 2
+    assert s[("tickcast_forecasts_scored_total", (("model", "seq2seq"),))] == 0
+    assert s[("tickcast_last_candle_timestamp_seconds", (ex, ("symbol", "BTC/USD")))] == \
+        (now - 120_000) / 1000
+    assert s[("tickcast_symbol_lag_seconds", (ex, ("symbol", "BTC/USD")))] == 60.0
+    assert s[("tickcast_training_runs_total", (("status", "rejected"),))] == 1
+    assert s[("tickcast_training_rejected_in_a_row", (("model", "seq2seq"),))] == 4
+    assert s[("tickcast_model_info", (("device", "cpu"), ("model", "seq2seq"),
+                                      ("version", "v1")))] == 1
+    m.training_done([TrainOutcome("seq2seq", "accepted", "v2", 2, "better",
+                                  TrainStats(device="cuda:NVIDIA H200"), 3.0)])
+    s = _samples(m.registry)
+    assert s[("tickcast_training_rejected_in_a_row", (("model", "seq2seq"),))] == 0
+    assert s[("tickcast_training_duration_seconds_count", ())] == 2
+    assert ("tickcast_model_info", (("device", "cuda:NVIDIA H200"), ("model", "seq2seq"),
+                                    ("version", "v1"))) in s
+
+
+def test_listen_addresses_are_checked() -> None:
+    from daemon import settings
+    from daemon.errors import ConfigError
+
+    for good in ("", "127.0.0.1:9464", "localhost:0", "[::1]:9464", "0.0.0.0:80"):
+        assert settings.load(None, env={}, overrides={"metrics.listen": good}).metrics.listen == good
+    for bad in ("9464", "127.0.0.1", ":9464", "127.0.0.1:http", "::1:9464", "h:70000", "a b:1"):
+        with pytest.raises(ConfigError, match=r"metrics\.listen"):
+            settings.load(None, env={}, overrides={"metrics.listen": bad})
+    with pytest.raises(ConfigError, match=r"metrics\.window_hours"):
+        settings.load(None, env={"TICKCAST_METRICS__WINDOW_HOURS": "0"})
+
+
+def test_a_busy_port_is_temporary_and_an_unknown_host_a_config_error() -> None:
+    from daemon.errors import ConfigError, TemporaryFailure, exit_code_for
+    from daemon.exporter import bind
+
+    server = bind("127.0.0.1:0")
+    try:
+        port = server.server_address[1]
+        with pytest.raises(TemporaryFailure, match="already in use") as e:
+            bind(f"127.0.0.1:{port}")
+        assert exit_code_for(e.value) == 75
+    finally:
+        server.server_close()
+    with pytest.raises(ConfigError, match=r"metrics\.listen: cannot listen") as e2:
+        bind("no-such-host.invalid:9464")
+    assert exit_code_for(e2.value) == 78
+
+
+@pytest.mark.parametrize("returning", [True, False])
+def test_scoring_counts_per_model_what_it_scores(store_url: str, returning: bool,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from storage import ForecastRow, Store, candles, forecasts
+
+    s = Store(store_url)
+    s.open(0)
+    t0, step = 1_700_000_040_000, 60_000
+    monkeypatch.setattr(s.engine.dialect, "update_returning",
+                        returning and s.engine.dialect.update_returning)
+    rows = [ForecastRow(m, "v", "bitstamp", sym, "1m", t0, t0 + h * step, h, 100.0, 90.0,
+                        110.0, t0) for m in ("naive", "drift", "seq2seq")
+            for sym in ("BTC/USD", "BTC/EUR") for h in (1, 2, 3)][:-2]
+    with s.write() as conn:
+        candles.insert(conn, "bitstamp", "BTC/USD", "1m",
+                       [(t0 + h * step, 100, 101, 99, 100.5, 1) for h in (1, 2)])
+        candles.insert(conn, "bitstamp", "BTC/EUR", "1m", [(t0 + step, 100, 101, 99, 100.5, 1)])
+        assert forecasts.insert_by_model(conn, rows) == {"naive": 6, "drift": 6, "seq2seq": 4}
+        assert forecasts.insert_by_model(conn, rows) == {"naive": 0, "drift": 0, "seq2seq": 0}
+    with s.write() as conn:
+        got = forecasts.score_by_model(conn, t0 + 10 * step, "1m", step)
+    with s.write() as conn:
+        again = forecasts.score_by_model(conn, t0 + 10 * step, "1m", step)
+    s.close()
+    assert got == {"naive": 3, "drift": 3, "seq2seq": 3} and sum(again.values()) == 0
+
+
+def test_run_refuses_a_busy_metrics_port_before_ready(tmp_path: Path) -> None:
+    from tests.helpers import run_subprocess
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        p = run_subprocess("--db", str(tmp_path / "x.db"), "run", timeout=120,
+                           env={"TICKCAST_METRICS__LISTEN": f"127.0.0.1:{port}"})
+    assert p.returncode == 75 and f"metrics.listen: 127.0.0.1:{port} is already in use" \
+        in p.stderr, p.stderr
+    p = run_subprocess("--db", str(tmp_path / "x.db"), "run", timeout=60,
+                       env={"TICKCAST_METRICS__LISTEN": "localhost"})
+    assert p.returncode == 78 and "metrics.listen" in p.stderr
