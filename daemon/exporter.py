@@ -40,7 +40,7 @@ log = logging.getLogger("tickcast.daemon")
 
 REFRESH_S = 60.0  # daemon seconds between two reads of the rolling accuracy
 CLIENT_TIMEOUT_S = 10.0  # a connection that does not send or read for this long is closed
-MAX_CONNECTIONS = 16
+MAX_CONNECTIONS = 64
 
 
 class _Server(ThreadingHTTPServer):

@@ -208,7 +208,12 @@ class DaemonMetrics:
         if known:
             return known
         dev = getattr(model, "device", None)
-        return "cpu" if dev is None else str(getattr(dev, "type", dev))
+        if dev is None:
+            return "cpu"
+        from forecaster.device import describe  # as training runs record it
+
+        self.state.devices[model.name] = name = describe(dev)
+        return name
 
 
 class _Live(Collector):
