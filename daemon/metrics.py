@@ -52,6 +52,7 @@ class _State:
 
     newest: dict[str, int | None] = field(default_factory=dict)
     last_tick_mono: float | None = None
+    errors: dict[str, str] = field(default_factory=dict)  # symbol -> kind, last tick
     devices: dict[str, str] = field(default_factory=dict)
 
 
@@ -128,6 +129,7 @@ class DaemonMetrics:
             self.forecasts_scored.labels(model).inc(n)
         if rep.newest:
             self.state.newest = {**self.state.newest, **rep.newest}
+        self.state.errors = dict(rep.fetch_error_kinds)
         if rep.training:  # replay-style inline training (the daemon trains on its thread)
             self.training_done(rep.training)
         self.state.last_tick_mono = monotonic()
@@ -195,7 +197,8 @@ class DaemonMetrics:
             "exchange": self.series.exchange,
             "timeframe": self.series.timeframe,
             "symbols": {sym: {"newest": iso(newest.get(sym)), "newest_ts": newest.get(sym),
-                              "lag_s": None if lag is None else round(lag, 3)}
+                              "lag_s": None if lag is None else round(lag, 3),
+                              "exchange_error": self.state.errors.get(sym)}
                         for sym, lag in lags.items()},
             "model_version": self.models.headline_version,
             "models": self.models.versions(),

@@ -140,6 +140,7 @@ def test_metrics_agree_with_the_store_and_healthz_follows_a_hanging_exchange(
     code, body = health(base)
     assert body["status"] == "unhealthy" and any("newest candle" in x or "no tick" in x
                                                  for x in body["problems"])
+    assert {s["exchange_error"] for s in body["symbols"].values()} <= {"timeout", None}
     assert set(body) >= {"last_tick_age_s", "symbols", "model_version", "training"}
 
     # Once the training thread is idle and no tick adds anything, the counters must be
