@@ -63,7 +63,7 @@ class Caller:
             return
         if self.call_budget_s is not None and monotonic() - t0 + remaining > self.call_budget_s:
             raise RetryLater(f"{what}: rate-limited by {self.exchange}; not asking again for "
-                             f"{remaining:.0f}s")
+                             f"{remaining:.0f}s", kind="rate_limit")
         if self.stop.wait(remaining):
             raise Stopping()
 
@@ -111,7 +111,22 @@ class Caller:
                 raise Stopping()
             delay = min(self.backoff_max_s, delay * 2)
         raise RetryLater(f"{what}: giving up after {attempt + 1} tries: "
-                         f"{type(last).__name__}: {_short(last)}") from last
+                         f"{type(last).__name__}: {_short(last)}", kind=error_kind(last)) from last
+
+
+def error_kind(e: Exception | None) -> str:
+    """The `source.ERROR_KINDS` name of a ccxt error (most specific class first).
+
+    >>> error_kind(ccxt.RequestTimeout()), error_kind(ccxt.OnMaintenance())
+    ('timeout', 'unavailable')
+    """
+    for cls, kind in ((ccxt.RateLimitExceeded, "rate_limit"), (ccxt.DDoSProtection, "rate_limit"),
+                      (ccxt.RequestTimeout, "timeout"), (ccxt.ExchangeNotAvailable, "unavailable"),
+                      (ccxt.NetworkError, "network"), (ccxt.BadResponse, "bad_response"),
+                      (ccxt.ExchangeError, "exchange_error")):
+        if isinstance(e, cls):
+            return kind
+    return "network"
 
 
 def _short(e: Exception | None, n: int = 200) -> str:

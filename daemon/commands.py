@@ -2,7 +2,9 @@
 their own modules).
 
 Each one checks its arguments and inputs first, and only then opens (creates, migrates)
-a store: a command refused for a bad argument leaves the folder as it found it.
+a store: a command refused for a bad argument leaves the folder as it found it. The modules
+that read data files (pandas, numpy) are imported by the commands that read them, so
+`tickcast report` does not pay for them.
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ import logging
 import sys
 from pathlib import Path
 
-from . import errors, importer, replay_data, wiring
+from . import errors, wiring
 from .clock import WallClock, from_spec, iso, parse_time
 from .settings import Settings
-from .source import RetryLater
 
 log = logging.getLogger("tickcast")
 
 
 def backfill_command(cfg: Settings, since: int | None, until: int | None) -> int:
     from .backfill import Span, backfill
+    from .source import RetryLater
 
     now = from_spec(cfg.daemon.clock).now_ms()
     if since is not None and until is not None and until <= since:
@@ -56,6 +58,8 @@ def backfill_command(cfg: Settings, since: int | None, until: int | None) -> int
 
 def import_command(cfg: Settings, files: list[str], symbol: str | None, exchange: str | None,
                    timeframe: str | None) -> int:
+    from . import importer  # pandas: only the commands that read files pay for it
+
     # Every argument first: a missing file or an unknown symbol refuses the whole command.
     jobs = [importer.check_file(Path(f), symbol=symbol, exchange=exchange, timeframe=timeframe,
                                 default_exchange=cfg.exchange.id) for f in files]
@@ -78,7 +82,7 @@ def import_command(cfg: Settings, files: list[str], symbol: str | None, exchange
 
 
 def replay_command(cfg: Settings, args: argparse.Namespace) -> int:
-    from . import replay
+    from . import replay, replay_data
     from .report import accuracy, describe_range, table
 
     data = [Path(p) for p in (args.data or [])]
@@ -91,7 +95,7 @@ def replay_command(cfg: Settings, args: argparse.Namespace) -> int:
     if args.from_db:
         db_url = cfg.storage.url
         live = wiring.open_configured_store(cfg, from_spec(cfg.daemon.clock).now_ms(),
-                                            must_exist=True)
+                                            read_only=True)
         inp = replay_data.load_db(live, cfg, args.end)
         live.close()
     else:
@@ -123,7 +127,7 @@ def report_command(cfg: Settings, since: int | None, plot: str | None, as_json: 
         from .plot import pyplot
 
         pyplot()  # matplotlib is optional: say so before opening anything
-    store = wiring.open_configured_store(cfg, 0, must_exist=True)
+    store = wiring.open_configured_store(cfg, 0, read_only=True)
     rows = report.accuracy(store, since)
     if plot:
         report.plot(store, Path(plot), since, rows)

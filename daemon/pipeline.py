@@ -47,6 +47,13 @@ class TickReport:
     training: list[TrainOutcome] | None = None
     training_started: bool = False
     newest_common: int | None = None  # newest candle every symbol had, closed by now_ms
+    # For metrics and /healthz: the newest closed candle per symbol after ingesting, what
+    # kind of exchange error each failed symbol had (`RetryLater.kind`), and the rows
+    # each model stored and had scored.
+    newest: dict[str, int | None] = field(default_factory=dict)
+    fetch_error_kinds: dict[str, str] = field(default_factory=dict)
+    stored_by_model: dict[str, int] = field(default_factory=dict)
+    scored_by_model: dict[str, int] = field(default_factory=dict)
 
 
 # A trainer is told "retrain on this history, started at this time"; replay runs it
@@ -80,7 +87,7 @@ class Pipeline:
     def tick(self, now_ms: int, trainer: Trainer | None = None) -> TickReport:
         rep = TickReport(now_ms)
         self.ingest(now_ms, rep)
-        newest = self.newest(now_ms)
+        newest = rep.newest = self.newest(now_ms)
         common = rep.newest_common = _common(newest)
         present = [t for t in newest.values() if t is not None]
         if present:
@@ -90,10 +97,12 @@ class Pipeline:
         rows = self.forecast(now_ms, rep, newest)
         # Scoring and the new forecasts commit together: one write transaction a tick.
         with self.store.write("score and store forecasts") as conn:
-            rep.scored = forecasts.score(conn, now_ms, self.series.timeframe,
-                                         self.series.step_ms)
+            rep.scored_by_model = forecasts.score_by_model(conn, now_ms, self.series.timeframe,
+                                                           self.series.step_ms)
+            rep.scored = sum(rep.scored_by_model.values())
             if rows:
-                rep.forecasts = forecasts.insert(conn, rows)
+                rep.stored_by_model = forecasts.insert_by_model(conn, rows)
+                rep.forecasts = sum(rep.stored_by_model.values())
                 crashpoints.hit("before-forecasts-commit")
         return rep
 
@@ -105,6 +114,7 @@ class Pipeline:
             except (RetryLater, SkipSymbol) as e:
                 # The next tick resumes from the store: an outage leaves no hole.
                 rep.fetch_errors[sym] = str(e)
+                rep.fetch_error_kinds[sym] = e.kind
                 log.warning("%s %s: %s", self.series.exchange, sym, e)
 
     def newest(self, now_ms: int | None = None) -> dict[str, int | None]:

@@ -83,13 +83,33 @@ class Daemon:
             poll_delay_s=cfg.daemon.poll_delay_s, tick=self.ticker.tick,
             heartbeat=self.health.heartbeat, heartbeat_minutes=cfg.daemon.heartbeat_minutes,
             watchdog=self.health.watchdog, watchdog_every_s=wd / 2 if wd else None)
+        self.exporter: Any = None
+        if cfg.metrics.listen:
+            self.exporter = self._exporter(cfg)
         log.info("tickcast run: %s %s %s, store %s, model %s, torch threads %d, tick every "
                  "%.3gs", self.series.exchange, ",".join(self.series.symbols),
                  self.series.timeframe, cfg.storage.url, self.version or "none yet (baselines "
                  "only)", self.threads, tick_interval_s)
 
+    def _exporter(self, cfg: Settings) -> Any:
+        """`[metrics] listen`: /metrics and /healthz (bound now: a bad address is refused
+        before READY, and releases what start-up took)."""
+        from .exporter import Exporter
+
+        try:
+            exporter = Exporter(cfg, store=self.store, series=self.series, models=self.models,
+                                ticker=self.ticker, clock=self.clock, speed=self.speed,
+                                newest=self.pipeline.newest(self.clock.now_ms()))
+        except BaseException:
+            self.close()
+            raise
+        self.trainer.on_outcomes = exporter.training_done
+        return exporter
+
     def _tick_done(self, rep: Any) -> None:
         self.health.tick_done(rep)
+        if self.exporter is not None:
+            self.exporter.tick_done(rep, self.ticker.last_tick_s)
 
     def _fatal(self, e: Exception) -> None:
         self.fatal = e
@@ -103,6 +123,8 @@ class Daemon:
         self.schedule.shutdown()
 
     def run(self) -> int:
+        if self.exporter is not None:
+            self.exporter.start()
         self.notifier.ready(f"started; model {self.version or 'none yet'}; catching up")
         previous = {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM,
                                                                       signal.SIGINT)}
@@ -132,6 +154,9 @@ class Daemon:
         return code
 
     def close(self) -> None:
+        if self.exporter is not None:
+            self.exporter.close()
+            self.exporter = None
         self.store.close()
         if self.lock is not None:
             self.lock.release()

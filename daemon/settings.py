@@ -68,6 +68,10 @@ KEYS: list[Key] = [
     Key("daemon", "clock", str, "wall", v.clock_spec,
         doc="'wall', or 'scaled:...' for tests/demos"),
     Key("daemon", "log_level", str, "info", v.choice("debug", "info", "warning", "error")),
+    Key("metrics", "listen", str, "", v.listen,
+        doc='host:port of /metrics and /healthz, e.g. "127.0.0.1:9464"; off when empty'),
+    Key("metrics", "window_hours", int, 24, v.positive,
+        doc="rolling accuracy window of the tickcast_forecast_* gauges (issue times)"),
 ]
 _BY_NAME = {(k.section, k.name): k for k in KEYS}
 
@@ -127,8 +131,15 @@ class DaemonSettings:
     log_level: str
 
 
+@dataclass(frozen=True)
+class MetricsSettings:
+    listen: str
+    window_hours: int
+
+
 SECTIONS: dict[str, type] = {"exchange": ExchangeSettings, "storage": StorageSettings,
-                             "model": ModelSettings, "daemon": DaemonSettings}
+                             "model": ModelSettings, "daemon": DaemonSettings,
+                             "metrics": MetricsSettings}
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,7 @@ class Settings:
     storage: StorageSettings
     model: ModelSettings
     daemon: DaemonSettings
+    metrics: MetricsSettings
     # Where each value came from ("default", a file path, "env", "flag"), for messages.
     sources: Mapping[str, str] = field(default_factory=dict)
 

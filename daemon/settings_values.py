@@ -127,6 +127,34 @@ def choice(*options: str) -> Check:
     return check
 
 
+def split_listen(v: str) -> tuple[str, int]:
+    """'host:port' (IPv6 as '[::1]:9464') as (host, port); raises ValueError.
+
+    >>> split_listen("127.0.0.1:9464"), split_listen("[::1]:0")
+    (('127.0.0.1', 9464), ('::1', 0))
+    """
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{v!r} is not host:port (port 0-65535; 0 picks a free one)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{v!r}: write an IPv6 address in brackets, e.g. [::1]:9464")
+    if not host or any(c.isspace() or c in "/[]" for c in host):
+        raise ValueError(f"{v!r}: {host!r} is not a host name or address")
+    return host, int(port)
+
+
+def listen(v: str) -> str | None:
+    if v == "":
+        return None
+    try:
+        split_listen(v)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 def clock_spec(v: str) -> str | None:
     try:
         clock.from_spec(v)

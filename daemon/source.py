@@ -26,11 +26,31 @@ from .validate import Rejected, Row
 
 
 class RetryLater(TemporaryFailure):
-    """The exchange cannot answer properly now; the next tick resumes from the store."""
+    """The exchange cannot answer properly now; the next tick resumes from the store.
+
+    `kind` names the fault for metrics (`tickcast_exchange_errors_total{kind}`): one of
+    ERROR_KINDS.
+    """
+
+    kind = "unavailable"
+
+    def __init__(self, *args: object, kind: str | None = None) -> None:
+        super().__init__(*args)
+        if kind is not None:
+            self.kind = kind
 
 
 class SkipSymbol(Exception):
     """This symbol cannot be fetched now (the exchange refused the request)."""
+
+    kind = "refused"
+
+
+# What went wrong with a fetch, as metrics label it: rate limits, timeouts, the exchange
+# down (5xx, maintenance), other network faults, answers that make no sense (garbage, an
+# empty answer where candles must exist), error payloads, refused requests.
+ERROR_KINDS = ("rate_limit", "timeout", "unavailable", "network", "bad_response",
+               "exchange_error", "refused")
 
 
 class Stopping(Exception):

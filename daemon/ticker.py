@@ -43,6 +43,7 @@ class TickLoop:
         self.tick_errors = 0
         self.last_report: TickReport | None = None
         self.last_progress = monotonic()
+        self.last_tick_s = 0.0  # how long the last completed tick took (metrics)
         # Cleared while a tick runs: stopping waits on it to leave between two ticks.
         self.idle = threading.Event()
         self.idle.set()
@@ -76,6 +77,7 @@ class TickLoop:
             self.ticks += 1
             self.last_report = rep
             self.last_progress = monotonic()
+            self.last_tick_s = self.last_progress - started
             log.debug("tick %d done in %.1f ms%s", self.ticks,
                       (self.last_progress - started) * 1000,
                       " (training running)" if training and self.pipeline.models.training

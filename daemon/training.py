@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from forecaster.base import History
 from storage import Store
 
 from .clock import Clock, iso
-from .models import ModelSet
+from .models import ModelSet, TrainOutcome
 from .notify import Notifier
 
 log = logging.getLogger("tickcast.daemon")
@@ -24,8 +25,10 @@ class BackgroundTrainer:
     """A :data:`~daemon.pipeline.Trainer` that hands the work to one worker thread."""
 
     def __init__(self, models: ModelSet, store: Store, clock: Clock, *,
-                 stop: threading.Event, notifier: Notifier) -> None:
+                 stop: threading.Event, notifier: Notifier,
+                 on_outcomes: Callable[[list[TrainOutcome]], None] | None = None) -> None:
         self.models = models
+        self.on_outcomes = on_outcomes  # told each retrain's outcomes (metrics)
         self.store = store
         self.clock = clock
         self.stop = stop
@@ -47,10 +50,16 @@ class BackgroundTrainer:
     def _train(self, hist: History, started_at: int) -> None:
         try:
             self.notifier.status(f"training on {len(hist)} candles to {iso(int(hist.ts[-1]))}")
-            self.models.train(self.store, hist, started_at=started_at,
-                              now_fn=self.clock.now_ms, should_stop=self.stop.is_set)
+            out = self.models.train(self.store, hist, started_at=started_at,
+                                    now_fn=self.clock.now_ms, should_stop=self.stop.is_set)
         except Exception:  # noqa: BLE001
             log.exception("training failed; keeping the current model")
+            return
+        if out and self.on_outcomes is not None:
+            try:
+                self.on_outcomes(out)
+            except Exception:  # noqa: BLE001 - metrics must never cost a model
+                log.exception("could not record the training outcome in the metrics")
 
     def shutdown(self, wait_s: float) -> bool:
         """Stop taking work and wait up to `wait_s` for a running training to end (it stops

@@ -22,23 +22,32 @@ if TYPE_CHECKING:
     from .models import ModelSet
 
 
-def open_store(url: str, now_ms: int, *, must_exist: bool = False, durable: bool = True,
+def open_store(url: str, now_ms: int, *, read_only: bool = False, durable: bool = True,
                busy_timeout_ms: int | None = None,
                statement_timeout_ms: int | None = None) -> Store:
-    """Open (check, migrate) a store. `must_exist`: refuse to create a missing SQLite file
-    (commands that only read: status, report, replay --from-db)."""
+    """Open a store: check and migrate it; or, `read_only` (commands that only read:
+    status, report, replay --from-db), check that it exists and has this code's schema and
+    write nothing at all: no file is created, no migration runs (an older store is refused,
+    `storage.SchemaTooOld`, exit 74), and every connection refuses writes."""
     path = dialect.sqlite_path(url)
-    if must_exist and path is not None and not path.exists():
+    if read_only and path is not None and not path.exists():
         raise StorageError(f"store {path} does not exist (give --db or set storage.url)")
     store = Store(url, durable=durable, busy_timeout_ms=busy_timeout_ms,
-                  statement_timeout_ms=statement_timeout_ms or None)
-    store.open(now_ms, on_migration_step=crashpoints.hook("mid-migration"))
+                  statement_timeout_ms=statement_timeout_ms or None, read_only=read_only)
+    try:
+        if read_only:
+            store.open_read_only()
+        else:
+            store.open(now_ms, on_migration_step=crashpoints.hook("mid-migration"))
+    except BaseException:
+        store.close()
+        raise
     return store
 
 
-def open_configured_store(cfg: Settings, now_ms: int, *, must_exist: bool = False) -> Store:
+def open_configured_store(cfg: Settings, now_ms: int, *, read_only: bool = False) -> Store:
     """The store `storage.url` names, with the configured busy and statement timeouts."""
-    return open_store(cfg.storage.url, now_ms, must_exist=must_exist,
+    return open_store(cfg.storage.url, now_ms, read_only=read_only,
                       busy_timeout_ms=cfg.storage.busy_timeout_ms,
                       statement_timeout_ms=cfg.storage.statement_timeout_ms)
 

@@ -6,6 +6,7 @@ Imports nothing from the rest of the project (SPEC §2).
 from . import candles, checkpoints, dialect, forecasts, migrations, runs, schema, views
 from .errors import (
     SchemaTooNew,
+    SchemaTooOld,
     StorageError,
     StoreBusy,
     StoreConfigError,
@@ -20,6 +21,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "ForecastRow",
     "SchemaTooNew",
+    "SchemaTooOld",
     "StorageError",
     "Store",
     "StoreBusy",

@@ -22,6 +22,11 @@ class SchemaTooNew(StorageError):
     """The database was written by a newer tickcast; refuse rather than corrupt it."""
 
 
+class SchemaTooOld(StorageError):
+    """A command that only reads was given a store older than the code: it does not
+    migrate it (exit 74); a daemon or a writing command of this version will."""
+
+
 class StoreCorrupt(StorageError):
     """An integrity check failed; the operator must restore or repair the file."""
 

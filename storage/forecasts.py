@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Update, func, select, text, update
 from sqlalchemy.engine import Connection
 
 from .dialect import insert_ignore_rows, opaque_to_planner
@@ -35,6 +36,14 @@ def insert(conn: Connection, rows: Sequence[ForecastRow]) -> int:
     return insert_ignore_rows(conn, forecasts, [asdict(r) for r in rows])
 
 
+def insert_by_model(conn: Connection, rows: Sequence[ForecastRow]) -> dict[str, int]:
+    """:func:`insert`, saying how many new rows of each model went in (for metrics)."""
+    out: dict[str, int] = {}
+    for model in dict.fromkeys(r.model for r in rows):
+        out[model] = insert(conn, [r for r in rows if r.model == model])
+    return out
+
+
 def score(conn: Connection, now_ms: int, timeframe: str | None = None,
           step_ms: int | None = None) -> int:
     """Fill actual, error and scored_at of every forecast whose target candle is stored.
@@ -45,6 +54,30 @@ def score(conn: Connection, now_ms: int, timeframe: str | None = None,
     `now_ms` are scored: a store that already holds later candles (a resumed replay,
     a clock set back) is scored exactly as time reaches them.
     """
+    return max(conn.execute(_score_stmt(conn, now_ms, timeframe, step_ms)).rowcount or 0, 0)
+
+
+def score_by_model(conn: Connection, now_ms: int, timeframe: str | None = None,
+                   step_ms: int | None = None) -> dict[str, int]:
+    """:func:`score`, saying how many forecasts of each model it scored (for metrics).
+
+    The same UPDATE with RETURNING where the back-end has it (PostgreSQL, SQLite 3.35+);
+    elsewhere the rows are counted first in the same write transaction, which holds
+    SQLite's write lock, so the count is the UPDATE's.
+    """
+    stmt = _score_stmt(conn, now_ms, timeframe, step_ms)
+    if conn.dialect.update_returning:
+        return dict(Counter(conn.execute(stmt.returning(forecasts.c.model)).scalars()))
+    where = stmt.whereclause
+    assert where is not None
+    q = select(forecasts.c.model, func.count()).where(where).group_by(forecasts.c.model)
+    counts = {str(m): int(n) for m, n in conn.execute(q)}
+    conn.execute(stmt)
+    return counts
+
+
+def _score_stmt(conn: Connection, now_ms: int, timeframe: str | None,
+                step_ms: int | None) -> Update:
     target_close = (
         select(candles.c.close)
         .where(
@@ -66,7 +99,7 @@ def score(conn: Connection, now_ms: int, timeframe: str | None = None,
         # million rows); the expression leaves it the partial index of unscored rows.
         stmt = stmt.where(forecasts.c.timeframe == timeframe,
                           opaque_to_planner(conn, forecasts.c.target_ts) <= now_ms - step_ms)
-    return max(conn.execute(stmt).rowcount or 0, 0)
+    return stmt
 
 
 def pending_count(conn: Connection) -> int:

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 from . import ddl
 from .dialect import POSTGRESQL, SQLITE, migration_lock
 from .dialect import name as dialect_name
-from .errors import SchemaTooNew, StoreConfigError
+from .errors import SchemaTooNew, SchemaTooOld, StoreConfigError
 from .schema import checkpoints, schema_version, training_runs
 from .views import accuracy_sql, forecast_errors_sql
 
@@ -120,6 +120,27 @@ def current_version(conn: Connection) -> int:
     return int(v or 0)
 
 
+def require_current(conn: Connection, where: str = "the store") -> int:
+    """The store's schema version when it is exactly this code's; raises SchemaTooNew or
+    SchemaTooOld otherwise. Reads only (for commands that never migrate)."""
+    found = current_version(conn)
+    if found > LATEST:
+        raise SchemaTooNew(_too_new(found))
+    if found < LATEST:
+        what = "holds no tickcast schema" if found == 0 else \
+            f"is at schema version {found}, this tickcast reads version {LATEST}"
+        raise SchemaTooOld(
+            f"{where} {what}: a command that only reads never migrates a store (a daemon of "
+            "the older version may still use it); `tickcast run` of this version migrates "
+            "it at start (as do backfill, import, or replay --out into it)")
+    return found
+
+
+def _too_new(found: int) -> str:
+    return (f"store schema version {found} is newer than this tickcast understands ({LATEST}); "
+            "upgrade tickcast or use a backup made by this version")
+
+
 def migrate(engine: Engine, *, now_ms: int, target: int | None = None,
             on_step: Callable[[int], None] | None = None) -> int:
     """Bring the store to LATEST (or `target`); returns its version. Raises SchemaTooNew.
@@ -132,10 +153,7 @@ def migrate(engine: Engine, *, now_ms: int, target: int | None = None,
         with conn.begin():
             found = current_version(conn)
     if found > LATEST:
-        raise SchemaTooNew(
-            f"store schema version {found} is newer than this tickcast understands ({LATEST}); "
-            "upgrade tickcast or use a backup made by this version"
-        )
+        raise SchemaTooNew(_too_new(found))
     if found >= target:
         return found
     for step in (m for m in MIGRATIONS if found < m.version <= target):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import desc, insert, select
+from sqlalchemy import desc, func, insert, select
 from sqlalchemy.engine import Connection
 
 from .dialect import insert_ignore
@@ -53,3 +53,19 @@ def set_meta(conn: Connection, key: str, value: str, *, overwrite: bool = True) 
     if overwrite:
         conn.execute(store_meta.delete().where(store_meta.c.key == key))
     conn.execute(insert_ignore(conn, store_meta).values(key=key, value=value))
+
+
+def unaccepted_in_a_row(conn: Connection, model: str, exchange: str | None = None,
+                        timeframe: str | None = None) -> int:
+    """Training runs of `model` recorded after its newest accepted one (rejected or
+    failed): how long retraining has kept the old model."""
+    t = training_runs
+    where = [t.c.model == model]
+    if exchange is not None:
+        where.append(t.c.exchange == exchange)
+    if timeframe is not None:
+        where.append(t.c.timeframe == timeframe)
+    last_ok = select(func.max(t.c.id)).where(*where, t.c.status == "accepted").scalar_subquery()
+    q = select(func.count()).select_from(t).where(
+        *where, t.c.status.in_(("rejected", "failed")), t.c.id > func.coalesce(last_ok, 0))
+    return int(conn.execute(q).scalar() or 0)

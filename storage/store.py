@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from . import dialect
 from .errors import StorageError, StoreCorrupt
-from .migrations import migrate
+from .migrations import migrate, require_current
 
 
 def translate(e: BaseException, what: str) -> StorageError:
@@ -37,13 +37,14 @@ class Store:
 
     def __init__(self, url: str, *, durable: bool = True,
                  busy_timeout_ms: int | None = None,
-                 statement_timeout_ms: int | None = None) -> None:
+                 statement_timeout_ms: int | None = None, read_only: bool = False) -> None:
         self.url = dialect.normalise_url(url)
         self.backend = dialect.backend(self.url)
         timeout = dialect.BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
         try:
             self.engine = dialect.create(self.url, durable=durable, busy_timeout_ms=timeout,
-                                         statement_timeout_ms=statement_timeout_ms)
+                                         statement_timeout_ms=statement_timeout_ms,
+                                         read_only=read_only)
         except OSError as e:
             raise StorageError(f"cannot create store {url}: {e.strerror or e}") from e
 
@@ -73,6 +74,19 @@ class Store:
                         f"store {self.path} failed its integrity check: {'; '.join(problems[:5])}"
                     )
             return migrate(self.engine, now_ms=now_ms, on_step=on_migration_step)
+        except StorageError:
+            raise
+        except (SQLAlchemyError, OSError, self._driver_error) as e:
+            raise translate(e, f"opening store {self.display_url}") from e
+
+    def open_read_only(self) -> int:
+        """Check, without writing anything, that the store has this code's schema (for a
+        Store made with `read_only`); returns its version. Raises SchemaTooNew for a newer
+        store and SchemaTooOld for one that needs migrating: a command that only reads
+        never migrates (an older daemon may still be running on it)."""
+        try:
+            with self.read("reading the schema version") as conn:
+                return require_current(conn, self.display_url)
         except StorageError:
             raise
         except (SQLAlchemyError, OSError, self._driver_error) as e:

@@ -84,7 +84,7 @@ def test_status_reports_newest_candle_lag_and_count(tmp_path: Path, cli: Any,
     capsys.readouterr()
     assert cli("--db", str(db), "status") == 0
     out = capsys.readouterr().out
-    assert "BTC/USD" in out and "27499 candles" in out and "2020-12-31T23:00:00Z" in out
+    assert "BTC/USD" in out and "27,499 candles" in out and "2020-12-31T23:00:00Z" in out
     assert "lag" in out
 
 

@@ -85,10 +85,25 @@ def test_status_reports_model_training_pending_and_recent_error(
                                                                            "rejected")
     assert data["pending_forecasts"] > 0
     assert {r["model"] for r in data["mae_24h"]} == {"seq2seq", "naive", "drift"}
+    # Numbers for machines: seconds and milliseconds; who runs the daemon.
+    (group,) = data["groups"]
+    assert group["daemon"]["running"] and re.fullmatch(r"host \S+ pid \d+",
+                                                       group["daemon"]["holder"])
+    assert all(s["lag_ms"] // 1000 == s["lag_s"] for s in data["series"])
+    assert data["model"]["age_s"] >= 0 and data["model"]["trained_at_ms"] > 0
+    assert data["last_training"]["unaccepted_in_a_row"] >= 0
+    assert {r["model"] for r in group["mase_24h"]} == {"seq2seq", "drift"}
+    assert {r["horizon"] for r in group["mase_24h"]} == {1}
+    assert all(r["mase"] > 0 and r["n"] > 0 for r in group["mase_24h"])
     harness.stop(p)
     text = run_subprocess("--config", str(harness.config), "--db", str(harness.db), "status",
                           env=env)
-    assert "daemon not running" in text.stdout and "model:" in text.stdout
+    assert "daemon not running" in text.stdout and "model: seq2seq" in text.stdout
+    # Durations for people: "lag 45 s", "3 min old", "last training: accepted 2 min ago".
+    assert re.search(r"lag \d+ (s|min)", text.stdout), text.stdout
+    assert re.search(r"\d+ (s|min)( \d+ s)? old", text.stdout), text.stdout
+    assert re.search(r"last training: (accepted|rejected) \d+ (s|min)", text.stdout)
+    assert re.search(r"BTC/USD\s+drift \d\.\d{3} \(n=\d+\), seq2seq \d\.\d{3}", text.stdout)
 
 
 def test_a_second_instance_is_refused_and_a_kill_9_restart_resumes_cleanly(

@@ -28,7 +28,7 @@ from .urls import (
 
 
 def create(url: str, *, durable: bool = True, busy_timeout_ms: int = BUSY_TIMEOUT_MS,
-           statement_timeout_ms: int | None = None) -> Engine:
+           statement_timeout_ms: int | None = None, read_only: bool = False) -> Engine:
     """Create an engine with the project's settings applied on every connection.
 
     `durable` False trades the durability of the newest commits for speed (replay
@@ -36,19 +36,26 @@ def create(url: str, *, durable: bool = True, busy_timeout_ms: int = BUSY_TIMEOU
     with synchronous_commit off; a crash loses at most the newest commits, which a
     resumed replay simply redoes. `busy_timeout_ms` is SQLite's busy timeout and
     PostgreSQL's lock_timeout; `statement_timeout_ms` (PostgreSQL only; None leaves the
-    server's setting) bounds every statement.
+    server's setting) bounds every statement. `read_only`: for commands that only read
+    (status, report): no file is created, no setting is changed, and every connection
+    refuses writes (SQLite `query_only`, PostgreSQL `default_transaction_read_only`).
     """
     url = normalise_url(url)
     kind = backend(url)
     if kind == POSTGRESQL:
         return _create_postgresql(_parse(url), durable=durable, lock_timeout_ms=busy_timeout_ms,
-                                  statement_timeout_ms=statement_timeout_ms)
-    return _create_sqlite(url, durable=durable, busy_timeout_ms=busy_timeout_ms)
+                                  statement_timeout_ms=statement_timeout_ms, read_only=read_only)
+    return _create_sqlite(url, durable=durable, busy_timeout_ms=busy_timeout_ms,
+                          read_only=read_only)
 
 
-def _create_sqlite(url: str, *, durable: bool, busy_timeout_ms: int) -> Engine:
+def _create_sqlite(url: str, *, durable: bool, busy_timeout_ms: int,
+                   read_only: bool = False) -> Engine:
     path = sqlite_path(url)
-    if path is not None:
+    if read_only:
+        if path is not None and not path.exists():
+            raise StorageError(f"store {path} does not exist")
+    elif path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             # Owner-only from the first byte: the store may hold a user's history.
@@ -63,7 +70,9 @@ def _create_sqlite(url: str, *, durable: bool, busy_timeout_ms: int) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         cur.execute("PRAGMA foreign_keys = ON")
-        if path is not None:
+        if read_only:
+            cur.execute("PRAGMA query_only = ON")
+        elif path is not None:
             mode = cur.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 cur.close()
@@ -101,7 +110,7 @@ def _pg_connect_args(u: URL, *, options: list[str], application_name: str) -> di
 
 
 def _create_postgresql(u: URL, *, durable: bool, lock_timeout_ms: int,
-                       statement_timeout_ms: int | None) -> Engine:
+                       statement_timeout_ms: int | None, read_only: bool = False) -> Engine:
     try:
         import psycopg  # noqa: F401 - only to say clearly what is missing
     except ImportError as e:
@@ -114,6 +123,8 @@ def _create_postgresql(u: URL, *, durable: bool, lock_timeout_ms: int,
         options.append(f"-c statement_timeout={int(statement_timeout_ms)}")
     if not durable:
         options.append("-c synchronous_commit=off")
+    if read_only:
+        options.append("-c default_transaction_read_only=on")
     return create_engine(
         u, pool_pre_ping=True,
         connect_args=_pg_connect_args(u, options=options, application_name="tickcast"))
