@@ -97,8 +97,9 @@ class Pipeline:
         rows = self.forecast(now_ms, rep, newest)
         # Scoring and the new forecasts commit together: one write transaction a tick.
         with self.store.write("score and store forecasts") as conn:
-            rep.scored_by_model = forecasts.score_by_model(conn, now_ms, self.series.timeframe,
-                                                           self.series.step_ms)
+            rep.scored_by_model = forecasts.score_by_model(
+                conn, now_ms, self.series.timeframe, self.series.step_ms,
+                exchange=self.series.exchange)
             rep.scored = sum(rep.scored_by_model.values())
             if rows:
                 rep.stored_by_model = forecasts.insert_by_model(conn, rows)

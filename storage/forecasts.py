@@ -45,27 +45,30 @@ def insert_by_model(conn: Connection, rows: Sequence[ForecastRow]) -> dict[str, 
 
 
 def score(conn: Connection, now_ms: int, timeframe: str | None = None,
-          step_ms: int | None = None) -> int:
+          step_ms: int | None = None, *, exchange: str | None = None) -> int:
     """Fill actual, error and scored_at of every forecast whose target candle is stored.
 
     One correlated UPDATE, portable SQL: the target candle is looked up by the
     forecast's own exchange, symbol, timeframe and target_ts. With `timeframe` and
     `step_ms`, only forecasts of that timeframe whose target candle has closed by
     `now_ms` are scored: a store that already holds later candles (a resumed replay,
-    a clock set back) is scored exactly as time reaches them.
+    a clock set back) is scored exactly as time reaches them. With `exchange`, only that
+    exchange's forecasts: daemons of several exchanges sharing a store each score their own.
     """
-    return max(conn.execute(_score_stmt(conn, now_ms, timeframe, step_ms)).rowcount or 0, 0)
+    stmt = _score_stmt(conn, now_ms, timeframe, step_ms, exchange)
+    return max(conn.execute(stmt).rowcount or 0, 0)
 
 
 def score_by_model(conn: Connection, now_ms: int, timeframe: str | None = None,
-                   step_ms: int | None = None) -> dict[str, int]:
+                   step_ms: int | None = None, *,
+                   exchange: str | None = None) -> dict[str, int]:
     """:func:`score`, saying how many forecasts of each model it scored (for metrics).
 
     The same UPDATE with RETURNING where the back-end has it (PostgreSQL, SQLite 3.35+);
     elsewhere the rows are counted first in the same write transaction, which holds
     SQLite's write lock, so the count is the UPDATE's.
     """
-    stmt = _score_stmt(conn, now_ms, timeframe, step_ms)
+    stmt = _score_stmt(conn, now_ms, timeframe, step_ms, exchange)
     if conn.dialect.update_returning:
         return dict(Counter(conn.execute(stmt.returning(forecasts.c.model)).scalars()))
     where = stmt.whereclause
@@ -77,7 +80,7 @@ def score_by_model(conn: Connection, now_ms: int, timeframe: str | None = None,
 
 
 def _score_stmt(conn: Connection, now_ms: int, timeframe: str | None,
-                step_ms: int | None) -> Update:
+                step_ms: int | None, exchange: str | None = None) -> Update:
     target_close = (
         select(candles.c.close)
         .where(
@@ -99,6 +102,8 @@ def _score_stmt(conn: Connection, now_ms: int, timeframe: str | None,
         # million rows); the expression leaves it the partial index of unscored rows.
         stmt = stmt.where(forecasts.c.timeframe == timeframe,
                           opaque_to_planner(conn, forecasts.c.target_ts) <= now_ms - step_ms)
+    if exchange is not None:
+        stmt = stmt.where(forecasts.c.exchange == exchange)
     return stmt
 
 

@@ -108,8 +108,8 @@ def instrument() -> Timers:
     t.wrap(history.CandleWindow, "refresh", "history reads (window refresh)")
     t.wrap(pipeline.Pipeline, "ingest", "ingest: reveal, validate, store candles")
     t.wrap(pipeline.Pipeline, "newest", "newest candle queries")
-    t.wrap(forecasts, "score", "scoring (UPDATE)")
-    t.wrap(forecasts, "insert", "storing forecasts")
+    t.wrap(forecasts, "score_by_model", "scoring (UPDATE)")
+    t.wrap(forecasts, "insert_by_model", "storing forecasts")
     t.wrap(pipeline.Pipeline, "tick", "tick, all of it")
     return t
 
