@@ -192,9 +192,13 @@ def _cmd_backfill(args: argparse.Namespace, cfg: settings.Settings) -> int:
 
 
 def _cmd_import(args: argparse.Namespace, cfg: settings.Settings) -> int:
+    from .readahead import prefetch
+
+    # The first file starts inflating on another core while pandas and SQLAlchemy import.
+    first = prefetch(args.files[0])
     from .commands import import_command
 
-    return import_command(cfg, args.files, args.symbol, args.exchange, args.timeframe)
+    return import_command(cfg, args.files, args.symbol, args.exchange, args.timeframe, first)
 
 
 def _cmd_replay(args: argparse.Namespace, cfg: settings.Settings) -> int:

@@ -8,6 +8,7 @@ a store: a command refused for a bad argument leaves the folder as it found it.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import sys
@@ -55,15 +56,27 @@ def backfill_command(cfg: Settings, since: int | None, until: int | None) -> int
 
 
 def import_command(cfg: Settings, files: list[str], symbol: str | None, exchange: str | None,
-                   timeframe: str | None) -> int:
+                   timeframe: str | None, first: io.BufferedReader | None = None) -> int:
+    """`first`: the first file, already being read ahead (see cli._cmd_import)."""
+    try:
+        return _import(cfg, files, symbol, exchange, timeframe, first)
+    finally:
+        if first is not None:
+            first.close()
+
+
+def _import(cfg: Settings, files: list[str], symbol: str | None, exchange: str | None,
+            timeframe: str | None, first: io.BufferedReader | None) -> int:
     # Every argument first: a missing file or an unknown symbol refuses the whole command.
     jobs = [importer.check_file(Path(f), symbol=symbol, exchange=exchange, timeframe=timeframe,
                                 default_exchange=cfg.exchange.id) for f in files]
     store = None
     refused: list[errors.DataError] = []  # files refused whole; the others are still stored
-    for job in jobs:
+    for i, job in enumerate(jobs):
         try:
-            parsed, tf_used = importer.read_file(job, fallback_timeframe=cfg.exchange.timeframe)
+            parsed, tf_used = importer.read_file(job, fallback_timeframe=cfg.exchange.timeframe,
+                                                 stream=first if i == 0 else None,
+                                                 show_progress=True)
         except errors.DataError as e:
             refused.append(e)
             log.error("refused: %s", e)

@@ -23,8 +23,11 @@ from .locks import (
     writer_lock_key,
 )
 from .statements import (
+    BULK_ROWS,
     MIGRATION_LOCK_KEY,
     backup,
+    bulk_insert_ignore,
+    bulk_insert_ignore_sql,
     checkpoint_wal,
     executemany,
     insert_ignore,
@@ -52,9 +55,10 @@ from .urls import (
 )
 
 __all__ = [
-    "BUSY_TIMEOUT_MS", "CONNECT_TIMEOUT_S", "COPY_MIN_ROWS", "MIGRATION_LOCK_KEY", "POSTGRESQL",
+    "BULK_ROWS", "BUSY_TIMEOUT_MS", "CONNECT_TIMEOUT_S", "COPY_MIN_ROWS", "MIGRATION_LOCK_KEY", "POSTGRESQL",
     "SQLITE", "WAL_SIZE_LIMIT", "FileWriterLock", "InstanceLock", "PgAdvisoryLock",
     "WriterLock", "acquire_instance_lock", "acquire_writer_lock", "backend", "backup",
+    "bulk_insert_ignore", "bulk_insert_ignore_sql",
     "checkpoint_wal", "copy_candles", "create", "display_url", "executemany",
     "insert_ignore", "insert_ignore_rows", "insert_ignore_sql", "iso_time_sql",
     "lock_is_held", "lock_path", "migration_lock", "name", "normalise_url",
