@@ -7,7 +7,13 @@ from itertools import count
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Engine,
+    Float,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
 )
 from sqlalchemy.engine import Connection
 
@@ -117,5 +123,42 @@ def copy_candles(conn: Connection, exchange: str, symbol: str, timeframe: str,
             result.conflicts.append((as_row(r[:6]), as_row(r[6:])))
         result.unchanged = n - inserted - len(result.conflicts)
         return result
+    finally:
+        cur.close()
+
+
+def _copy_type(col: Any) -> str:
+    """The binary COPY type of a column, as psycopg names it."""
+    t = col.type
+    for kind, pg in ((BigInteger, "int8"), (Integer, "int4"), (Float, "float8"),
+                     (LargeBinary, "bytea"), (String, "text")):
+        if isinstance(t, kind):
+            return pg
+    raise TypeError(f"{col}: no COPY type for {t!r}")
+
+
+def copy_upsert(conn: Connection, table: Table, rows: Sequence[Sequence[Any]]) -> int:
+    """Rows holding every column of `table` (in its column order): binary COPY into a
+    session-private temporary twin of the table, then one INSERT ... SELECT that inserts
+    the new keys and updates the stored rows that differ (``statements.upsert_tail``).
+    Returns the rows written. PostgreSQL only."""
+    from .statements import _q, upsert_tail
+
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    t = _q(conn, table.name)
+    tmp = _q(conn, f"tickcast_copy_{table.name}")
+    cols = ", ".join(_q(conn, c.name) for c in table.c)
+    cur = raw.cursor()
+    try:
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {t}) ON COMMIT DELETE ROWS")
+        cur.execute(f"DELETE FROM {tmp}")
+        with cur.copy(f"COPY {tmp} ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.set_types([_copy_type(c) for c in table.c])
+            for r in rows:
+                cp.write_row(r)
+        cur.execute(f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {tmp} "
+                    f"{upsert_tail(conn, table, 'EXCLUDED')}")
+        return max(cur.rowcount, 0)
     finally:
         cur.close()
