@@ -86,10 +86,11 @@ class Daemon:
             poll_delay_s=cfg.daemon.poll_delay_s, tick=self.ticker.tick,
             heartbeat=self.health.heartbeat, heartbeat_minutes=cfg.daemon.heartbeat_minutes,
             watchdog=self.health.watchdog, watchdog_every_s=wd / 2 if wd else None)
+        self.loaded = ", ".join(f"{m} {v}" for m, v in self.version.items() if v)
         log.info("tickcast run: %s %s %s, store %s, model %s, torch threads %d, tick every "
                  "%.3gs", self.series.exchange, ",".join(self.series.symbols),
-                 self.series.timeframe, self.store.display_url, self.version or "none yet (baselines "
-                 "only)", self.threads, tick_interval_s)
+                 self.series.timeframe, self.store.display_url,
+                 self.loaded or "none yet (baselines only)", self.threads, tick_interval_s)
 
     def _tick_done(self, rep: Any) -> None:
         self.health.tick_done(rep)
@@ -106,7 +107,7 @@ class Daemon:
         self.schedule.shutdown()
 
     def run(self) -> int:
-        self.notifier.ready(f"started; model {self.version or 'none yet'}; catching up")
+        self.notifier.ready(f"started; model {self.loaded or 'none yet'}; catching up")
         previous = {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM,
                                                                       signal.SIGINT)}
         try:
