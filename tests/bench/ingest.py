@@ -185,7 +185,8 @@ def main() -> None:
             dst.write(src.read())
         parsed_rows = [tuple(float(x) if i else int(x) for i, x in enumerate(line.split(",")))
                        for line in csv_path.read_text().splitlines()[1:]]
-        pg = pg_rates(pg_url, parsed_rows, csv_path, gz_path) if pg_url else None  # type: ignore[arg-type]
+        pg = (pg_rates(pg_url, parsed_rows, csv_path, gz_path)  # type: ignore[arg-type]
+              if pg_url else None)
         if args.pg_only:
             if pg is None:
                 raise SystemExit("--pg-only needs TICKCAST_TEST_PG_URL")
