@@ -8,7 +8,6 @@ are only a backstop.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import repeat
 from typing import Any, Literal
 
 from sqlalchemy import and_, func, select
@@ -18,13 +17,9 @@ import numpy as np
 
 from .dialect import (
     COPY_MIN_ROWS,
-    SQLITE,
-    bulk_insert_ignore,
     copy_candles,
-    executemany,
+    insert_ignore_columns,
     insert_ignore_rows,
-    insert_ignore_sql,
-    name,
     supports_copy,
 )
 from .results import InsertResult, Row
@@ -66,8 +61,8 @@ def insert_columns(
     """`insert` for data held as six columns (ts, open, high, low, close, volume).
 
     The bulk-import path (columns may be lists or numpy arrays): on SQLite, 160 rows a
-    statement (`dialect.bulk_insert_ignore`); on PostgreSQL a batch of COPY_MIN_ROWS rows
-    or more goes through COPY (`dialect.copy_candles`), a smaller one through
+    statement (`dialect.insert_ignore_columns`); on PostgreSQL a batch of COPY_MIN_ROWS
+    rows or more goes through COPY (`dialect.copy_candles`), a smaller one through
     executemany; both give the same result (`method` forces one, for tests and
     benchmarks).
     """
@@ -76,19 +71,8 @@ def insert_columns(
         return InsertResult()
     if method == "copy" or (method == "auto" and n >= COPY_MIN_ROWS and supports_copy(conn)):
         return copy_candles(conn, exchange, symbol, timeframe, cols)
-    if name(conn) == SQLITE:
-        # Row-major Python values through an object array: int64 becomes int, float64 float.
-        flat = np.empty((n, 6), dtype=object)
-        for j, c in enumerate(cols):
-            flat[:, j] = c
-        inserted = bulk_insert_ignore(conn, candles, {
-            "exchange": exchange, "symbol": symbol, "timeframe": timeframe},
-            _COLS[3:], flat.ravel().tolist())
-    else:
-        sql = insert_ignore_sql(conn, candles, _COLS)
-        params = zip(repeat(exchange), repeat(symbol), repeat(timeframe),
-                     map(int, cols[0]), *(map(float, c) for c in cols[1:]))
-        inserted = executemany(conn, sql, params)
+    inserted = insert_ignore_columns(conn, candles, {
+        "exchange": exchange, "symbol": symbol, "timeframe": timeframe}, _COLS[3:], cols)
     result = InsertResult(inserted=inserted)
     if inserted == n:
         return result

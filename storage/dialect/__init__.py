@@ -31,6 +31,7 @@ from .statements import (
     checkpoint_wal,
     executemany,
     insert_ignore,
+    insert_ignore_columns,
     insert_ignore_rows,
     insert_ignore_sql,
     iso_time_sql,
@@ -59,12 +60,13 @@ from .urls import (
 
 __all__ = [
     "BULK_ROWS", "BUSY_TIMEOUT_MS", "CONNECT_TIMEOUT_S", "COPY_MIN_ROWS", "MIGRATION_LOCK_KEY",
-    "POSTGRESQL", "SQLITE", "WAL_SIZE_LIMIT", "FileWriterLock", "InstanceLock",
-    "PgAdvisoryLock", "WriterLock", "acquire_instance_lock", "acquire_writer_lock", "backend",
-    "backup", "bulk_insert_ignore", "bulk_insert_ignore_sql", "checkpoint_wal", "copy_candles",
-    "copy_upsert", "create", "display_url", "executemany", "insert_ignore", "insert_ignore_rows",
-    "insert_ignore_sql", "iso_time_sql", "lock_is_held", "lock_path", "migration_lock", "name",
-    "normalise_url", "opaque_to_planner", "quick_check", "read_options", "reset_identity",
-    "sqlite_path", "store_size_bytes", "supports_copy", "translate_error", "upsert_rows",
-    "upsert_tail", "writer_lock_holder", "writer_lock_key",
+    "POSTGRESQL", "SQLITE", "WAL_SIZE_LIMIT", "FileWriterLock", "InstanceLock", "PgAdvisoryLock",
+    "WriterLock", "acquire_instance_lock", "acquire_writer_lock", "backend", "backup",
+    "bulk_insert_ignore", "bulk_insert_ignore_sql", "checkpoint_wal", "copy_candles",
+    "copy_upsert", "create", "display_url", "executemany", "insert_ignore",
+    "insert_ignore_columns", "insert_ignore_rows", "insert_ignore_sql", "iso_time_sql",
+    "lock_is_held", "lock_path", "migration_lock", "name", "normalise_url", "opaque_to_planner",
+    "quick_check", "read_options", "reset_identity", "sqlite_path", "store_size_bytes",
+    "supports_copy", "translate_error", "upsert_rows", "upsert_tail", "writer_lock_holder",
+    "writer_lock_key"
 ]
