@@ -151,3 +151,21 @@ def test_gzip_members_damage_and_progress(tmp_path: Path, cli: Any,
         assert cli("--db", str(db), "import", str(bad)) == 65
         assert f"{bad}: cannot read" in caplog.text
     assert count(db, "BTC/EUR") == 0
+
+
+def test_the_import_command_loads_neither_torch_nor_ccxt(tmp_path: Path) -> None:
+    """Start-up is part of what a user waits for: import needs pandas and SQLAlchemy only."""
+    import os
+    import subprocess
+    import sys
+
+    f = tmp_path / "bitstamp_BTC-USD_1m_x.csv"
+    f.write_text(HEADER + "\n" + "\n".join(good(i) for i in range(3)) + "\n")
+    code = ("import sys; from daemon.cli import main; "
+            f"rc = main(['--db', {str(tmp_path / 't.db')!r}, 'import', {str(f)!r}]); "
+            "print(rc, sorted(m for m in ('torch', 'ccxt') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, env={k: v for k, v in os.environ.items()
+                                         if not k.startswith("TICKCAST_")})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "0 []"
