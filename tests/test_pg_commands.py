@@ -138,3 +138,42 @@ def test_replay_refuses_the_live_postgresql_store_as_its_out(
                 "select count(*) from pg_tables where tablename = 'forecasts'").scalar()
     finally:
         s.close()
+
+
+def test_a_replay_into_postgresql_killed_and_restarted_ends_with_the_clean_rows(
+        pg_url: str, tmp_path: Path, pair: dict[str, list[Any]]) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, env_without, run_subprocess, wait_until
+
+    files = [str(f) for f in write_data(tmp_path, pair, 460)]
+    cfg = str(write_config(tmp_path / "c.toml", SCRIPT_CFG))
+    args = ["--config", cfg, "replay", "--data", *files, "--start", "2020-01-14"]
+    clean = tmp_path / "clean.db"
+    p = run_subprocess(*args, "--out", str(clean), timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    sql = f"select {COLS} from forecasts order by model, symbol, issued_ts, horizon"
+    want = query(clean, sql)
+
+    def ticks() -> int:
+        got = query(pg_url, "select count(distinct issued_ts) from forecasts")
+        return int(got[0][0]) if got else 0
+
+    total = query(clean, "select count(distinct issued_ts) from forecasts")[0][0]
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", *args, "--out", pg_url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env_without(), cwd=ROOT)
+    try:
+        wait_until(lambda: ticks() >= total // 3 or proc.poll() is not None,
+                   f"{total // 3} of {total} ticks committed", timeout=600, every=0.01)
+        assert proc.poll() is None, "the replay ended before the kill; it proves nothing"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert ticks() < total
+    p = run_subprocess(*args, "--out", pg_url, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert query(pg_url, sql) == want and no_duplicate_forecasts(pg_url)
