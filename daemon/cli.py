@@ -54,6 +54,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "last candle and lag per symbol, model version, last training, recent error",
         "examples:\n  tickcast status\n  tickcast status --json",
     ),
+    "copy-store": (
+        "copy the configured store into another (SQLite <-> PostgreSQL), resumable, counts "
+        "checked",
+        "examples:\n  tickcast copy-store --db tickcast.db --to postgresql://tickcast@db/tickcast"
+        "\n  tickcast copy-store --db postgresql://tickcast@db/tickcast --to backup.db",
+    ),
 }
 
 
@@ -139,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub("status")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_status)
+
+    p = sub("copy-store")
+    p.add_argument("--to", required=True, metavar="URL",
+                   help="target store: a SQLite path or URL, or postgresql://user@host/db "
+                        "(created or migrated; the copy resumes where an interrupted one "
+                        "stopped)")
+    p.set_defaults(func=_cmd_copy_store)
     return parser
 
 
@@ -192,9 +205,13 @@ def _cmd_backfill(args: argparse.Namespace, cfg: settings.Settings) -> int:
 
 
 def _cmd_import(args: argparse.Namespace, cfg: settings.Settings) -> int:
+    from .readahead import prefetch
+
+    # The first file starts inflating on another core while pandas and SQLAlchemy import.
+    first = prefetch(args.files[0])
     from .commands import import_command
 
-    return import_command(cfg, args.files, args.symbol, args.exchange, args.timeframe)
+    return import_command(cfg, args.files, args.symbol, args.exchange, args.timeframe, first)
 
 
 def _cmd_replay(args: argparse.Namespace, cfg: settings.Settings) -> int:
@@ -213,6 +230,12 @@ def _cmd_status(args: argparse.Namespace, cfg: settings.Settings) -> int:
     from .status import status_command
 
     return status_command(cfg, args.json)
+
+
+def _cmd_copy_store(args: argparse.Namespace, cfg: settings.Settings) -> int:
+    from .copystore import copy_store_command
+
+    return copy_store_command(cfg, args.to)
 
 
 if __name__ == "__main__":  # pragma: no cover

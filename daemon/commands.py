@@ -10,6 +10,7 @@ that read data files (pandas, numpy) are imported by the commands that read them
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import sys
@@ -35,8 +36,11 @@ def backfill_command(cfg: Settings, since: int | None, until: int | None) -> int
         # The exchange must list the symbols before a store is created for them.
         source.load_markets(series.symbols)
         store = wiring.open_configured_store(cfg, now)
-        summaries = backfill(store, source, series,
-                             Span(since, until, now, wiring.history_candles(cfg)))
+        try:
+            summaries = backfill(store, source, series,
+                                 Span(since, until, now, wiring.history_candles(cfg)))
+        finally:
+            store.close()
     except RetryLater as e:
         raise RetryLater(f"backfill stopped: {e} (what was fetched is stored; run again to "
                          "resume)") from e
@@ -57,7 +61,17 @@ def backfill_command(cfg: Settings, since: int | None, until: int | None) -> int
 
 
 def import_command(cfg: Settings, files: list[str], symbol: str | None, exchange: str | None,
-                   timeframe: str | None) -> int:
+                   timeframe: str | None, first: io.BufferedReader | None = None) -> int:
+    """`first`: the first file, already being read ahead (see cli._cmd_import)."""
+    try:
+        return _import(cfg, files, symbol, exchange, timeframe, first)
+    finally:
+        if first is not None:
+            first.close()
+
+
+def _import(cfg: Settings, files: list[str], symbol: str | None, exchange: str | None,
+            timeframe: str | None, first: io.BufferedReader | None) -> int:
     from . import importer  # pandas: only the commands that read files pay for it
 
     # Every argument first: a missing file or an unknown symbol refuses the whole command.
@@ -65,19 +79,27 @@ def import_command(cfg: Settings, files: list[str], symbol: str | None, exchange
                                 default_exchange=cfg.exchange.id) for f in files]
     store = None
     refused: list[errors.DataError] = []  # files refused whole; the others are still stored
-    for job in jobs:
+    for i, job in enumerate(jobs):
         try:
-            parsed, tf_used = importer.read_file(job, fallback_timeframe=cfg.exchange.timeframe)
+            parsed, tf_used = importer.read_file(job, fallback_timeframe=cfg.exchange.timeframe,
+                                                 stream=first if i == 0 else None,
+                                                 show_progress=True)
         except errors.DataError as e:
             refused.append(e)
             log.error("refused: %s", e)
             continue
         # Opened at the first file with rows to store: refused files alone create nothing.
         store = store or wiring.open_configured_store(cfg, WallClock().now_ms())
-        res = importer.store_file(store, job, parsed, tf_used)
+        try:
+            res = importer.store_file(store, job, parsed, tf_used)
+        except BaseException:
+            store.close()
+            raise
         print(f"{job.path}: {res.exchange} {res.symbol} {res.timeframe}: {res.lines} lines, "
               f"{res.stored} stored, {res.unchanged} already stored, {res.conflicts} conflicts, "
               f"{res.rejected} rejected")
+    if store is not None:
+        store.close()
     return refused[0].exit_code if refused else errors.EXIT_OK  # 65: bad input data
 
 
@@ -96,8 +118,10 @@ def replay_command(cfg: Settings, args: argparse.Namespace) -> int:
         db_url = cfg.storage.url
         live = wiring.open_configured_store(cfg, from_spec(cfg.daemon.clock).now_ms(),
                                             read_only=True)
-        inp = replay_data.load_db(live, cfg, args.end)
-        live.close()
+        try:
+            inp = replay_data.load_db(live, cfg, args.end)
+        finally:
+            live.close()
     else:
         # The bundled sample's names say everything: --symbol and --exchange are for --data.
         files = replay_data.check_files(
@@ -112,7 +136,10 @@ def replay_command(cfg: Settings, args: argparse.Namespace) -> int:
     out = args.out or replay_data.default_out(inp, data or None, db_url)
     res = replay.run(cfg, inp, start=start, end=args.end, out=out, live_url=cfg.storage.url)
     store = wiring.open_store(out, 0, busy_timeout_ms=cfg.storage.busy_timeout_ms)
-    rows = accuracy(store, start)
+    try:
+        rows = accuracy(store, start)
+    finally:
+        store.close()
     print(table(rows))
     print(f"\nreplay: {res.ticks} ticks of {inp.series.timeframe} ({inp.series.exchange} "
           f"{', '.join(inp.series.symbols)}) in {res.wall_s:.1f}s, {res.retrains} retrains "
@@ -128,9 +155,12 @@ def report_command(cfg: Settings, since: int | None, plot: str | None, as_json: 
 
         pyplot()  # matplotlib is optional: say so before opening anything
     store = wiring.open_configured_store(cfg, 0, read_only=True)
-    rows = report.accuracy(store, since)
-    if plot:
-        report.plot(store, Path(plot), since, rows)
+    try:
+        rows = report.accuracy(store, since)
+        if plot:
+            report.plot(store, Path(plot), since, rows)
+    finally:
+        store.close()
     if as_json:
         print(json.dumps({"since": iso(since) if since is not None else None, "rows": rows},
                          indent=2))

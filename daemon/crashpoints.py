@@ -23,7 +23,7 @@ ENV = "TICKCAST_CRASH_AT"
 EXIT_CODE = 137  # what a shell reports for kill -9
 EXIT_BAD_SPEC = 2
 POINTS = ("after-candles-commit", "before-forecasts-commit", "before-training-commit",
-          "mid-migration", "after-training-record")
+          "mid-migration", "after-training-record", "after-copy-batch")
 
 _passed: Counter[str] = Counter()
 

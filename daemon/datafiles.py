@@ -2,9 +2,9 @@
 
 Files are CSV or CSV.gz with the header ``ts_ms,open,high,low,close,volume``.
 A name like ``bitstamp_BTC-USD_1h_2017-11_2020-12.csv.gz`` says exchange,
-symbol and timeframe. Reading is vectorised (pandas' C parser) for the common
-clean file; any structural oddity falls back to a line-by-line reader so every
-bad line can still be named.
+symbol and timeframe. Reading is vectorised (pandas' C parser, the file inflated ahead
+on a thread) for the common clean file; any structural oddity falls back to a
+line-by-line reader so every bad line can still be named.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import csv
 import gzip
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +22,11 @@ import pandas as pd
 
 from . import timeframes
 from .errors import DataError
+from .readahead import open_ahead
 from .validate import SECONDS_THRESHOLD, Checked, check
 
 HEADER = ["ts_ms", "open", "high", "low", "close", "volume"]
+PARSE_CHUNK = 250_000  # lines parsed between two progress reports
 _NAME = re.compile(
     r"^(?P<exchange>[a-z0-9]+)_(?P<base>[A-Z0-9]{2,12})-(?P<quote>[A-Z0-9]{2,12})"
     r"_(?P<tf>[1-9][0-9]*[mhdw])(?:_[^/]*)?\.csv(?:\.gz)?$"
@@ -78,6 +81,10 @@ def _read_header(path: Path) -> None:
         raise DataError(f"{path}: cannot read: {e}") from e
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text: {e}") from e
+    _check_header(path, first)
+
+
+def _check_header(path: Path, first: str) -> None:
     got = [c.strip().lower() for c in first.strip().split(",")]
     if got != HEADER:
         shown = first.strip()[:80] or "(empty file)"
@@ -100,6 +107,41 @@ def _fast_frame(path: Path) -> pd.DataFrame | None:
         return pd.DataFrame({c: [] for c in HEADER})
 
 
+def _streamed(path: Path, bad: dict[int, str], stream: io.BufferedReader | None,
+              progress: Callable[[int, int], None] | None) -> np.ndarray | None:
+    """The common case, fast: the file read ahead on a thread (gzip inflated on another core)
+    and parsed by pandas' C parser in chunks, reporting progress as it goes.
+
+    Returns the six columns as floats, or None when the file needs the line-by-line
+    reader (a line pandas cannot split, a lone carriage return in the header line).
+    Raises DataError for a wrong header.
+    """
+    f = stream or open_ahead(path)
+    try:
+        line = f.readline()
+        if b"\r" in line.rstrip(b"\r\n"):
+            return None  # old Mac line ends: the classic reader knows them
+        _check_header(path, line.decode("utf-8-sig"))
+        parts: list[np.ndarray] = []
+        done = 0
+        try:
+            for df in pd.read_csv(f, header=None, names=HEADER, skip_blank_lines=False,
+                                  encoding="utf-8", on_bad_lines="error",
+                                  chunksize=PARSE_CHUNK):
+                parts.append(_numeric(df, bad, done))
+                done += len(df)
+                if progress is not None:
+                    progress(f.raw.consumed, done)  # type: ignore[attr-defined]
+        except pd.errors.ParserError:
+            bad.clear()
+            return None
+        except pd.errors.EmptyDataError:
+            pass
+        return np.concatenate(parts) if parts else np.empty((0, len(HEADER)))
+    finally:
+        f.close()
+
+
 def _slow_frame(path: Path, bad: dict[int, str]) -> pd.DataFrame:
     """Line-by-line reading that can name each malformed line."""
     rows: list[list[str]] = []
@@ -114,8 +156,9 @@ def _slow_frame(path: Path, bad: dict[int, str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=HEADER)
 
 
-def _numeric(df: pd.DataFrame, bad: dict[int, str]) -> np.ndarray:
-    """All six columns as float64; text that is not a number is named per line."""
+def _numeric(df: pd.DataFrame, bad: dict[int, str], offset: int = 0) -> np.ndarray:
+    """All six columns as float64; text that is not a number is named per line (`offset`:
+    the line index of the frame's first row)."""
     out = np.empty((len(df), len(HEADER)), dtype=np.float64)
     for j, col in enumerate(HEADER):
         s = df[col]
@@ -127,7 +170,7 @@ def _numeric(df: pd.DataFrame, bad: dict[int, str]) -> np.ndarray:
         text = s.astype("string").str.strip()
         wrong = num.isna() & text.notna() & (text != "")
         for i in np.flatnonzero(wrong.to_numpy()):
-            bad.setdefault(int(i), f"{col} is not a number: {str(s.iloc[i])[:40]!r}")
+            bad.setdefault(int(i) + offset, f"{col} is not a number: {str(s.iloc[i])[:40]!r}")
     return out
 
 
@@ -150,27 +193,37 @@ def infer_timeframe(ts_ms: np.ndarray) -> str | None:
         return None
 
 
-def read(path: str | Path, step_ms: int | None,
-         fallback_timeframe: str | None = None) -> tuple[ParsedFile, str]:
+def read(path: str | Path, step_ms: int | None, fallback_timeframe: str | None = None, *,
+         stream: io.BufferedReader | None = None,
+         progress: Callable[[int, int], None] | None = None) -> tuple[ParsedFile, str]:
     """Read and validate a candle file; returns it with the timeframe used.
 
     `step_ms` None means: infer the timeframe from the spacing of the timestamps
-    (a single-row file takes `fallback_timeframe`).
+    (a single-row file takes `fallback_timeframe`). `stream`: the file already opened
+    with `readahead.open_ahead` (the CLI starts it early); `progress(bytes, lines)` is
+    called as parsing goes (bytes of the file on disk, lines parsed).
     Raises DataError (exit 65) when the header is wrong, when the timestamps are
     evidently seconds, or when no row is valid.
     """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such file")
-    _read_header(p)
     bad: dict[int, str] = {}
     try:
-        df = _fast_frame(p)
-        if df is None:
-            df = _slow_frame(p, bad)
-    except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e:
+        arr = _streamed(p, bad, stream, progress)
+    except (OSError, EOFError) as e:
         raise DataError(f"{p}: cannot read: {e}") from e
-    arr = _numeric(df, bad)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text: {e}") from e
+    if arr is None:
+        _read_header(p)
+        try:
+            df = _fast_frame(p)
+            if df is None:
+                df = _slow_frame(p, bad)
+        except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e:
+            raise DataError(f"{p}: cannot read: {e}") from e
+        arr = _numeric(df, bad)
     blank = np.all(np.isnan(arr), axis=1)
     for i in np.flatnonzero(blank):
         bad.setdefault(int(i), "empty line")
@@ -193,9 +246,9 @@ def read(path: str | Path, step_ms: int | None,
         arr[list(bad), :] = np.nan
     checked = check(arr[:, 0], arr[:, 1:], step)
     rejected_lines = [BadLine(r.index + 2, bad.get(r.index, r.reason)) for r in checked.rejected]
-    parsed = ParsedFile(p, len(df), checked, rejected_lines)
+    parsed = ParsedFile(p, len(arr), checked, rejected_lines)
     if len(checked.ts) == 0:
         first = "; ".join(f"line {b.line}: {b.reason}" for b in rejected_lines[:3])
-        raise DataError(f"{p}: no valid row ({len(df)} lines; {first or 'file is empty'}); "
+        raise DataError(f"{p}: no valid row ({len(arr)} lines; {first or 'file is empty'}); "
                         "nothing stored")
     return parsed, tf

@@ -60,10 +60,12 @@ def exit_code_for(exc: BaseException) -> int | None:
         return EXIT_INTERRUPTED
     # Imported here, not at the top: `import daemon.cli` must stay light (no SQLAlchemy
     # for `--help`), and a storage error only exists once storage was imported anyway.
-    from storage.errors import StorageError, StoreBusy
+    from storage.errors import StorageError, StoreBusy, StoreConfigError
 
-    if isinstance(exc, StoreBusy):  # another process holds the store: try again later
-        return EXIT_TEMPFAIL
+    if isinstance(exc, StoreConfigError):  # bad URL, refused login, unknown database
+        return EXIT_CONFIG
+    if isinstance(exc, StoreBusy):  # another process holds the store, or the server is
+        return EXIT_TEMPFAIL        # unreachable (StoreUnavailable): try again later
     if isinstance(exc, StorageError):
         return EXIT_IOERR
     return None

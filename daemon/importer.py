@@ -8,6 +8,7 @@ Three steps, so that a command can refuse its arguments before it creates a stor
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from dataclasses import dataclass, field
@@ -81,11 +82,25 @@ def check_file(path: Path, *, symbol: str | None, exchange: str | None,
     return DataFile(path, ex, sym, tf)
 
 
-def read_file(f: DataFile, *, fallback_timeframe: str | None = None
+def read_file(f: DataFile, *, fallback_timeframe: str | None = None,
+              stream: io.BufferedReader | None = None, show_progress: bool = False,
               ) -> tuple[datafiles.ParsedFile, str]:
-    """Parse and validate every line; returns the rows with the timeframe used."""
-    return datafiles.read(f.path, timeframes.to_ms(f.timeframe) if f.timeframe else None,
-                          fallback_timeframe=fallback_timeframe)
+    """Parse and validate every line; returns the rows with the timeframe used.
+    `stream`: the file opened ahead (`readahead.open_ahead`); `show_progress`: a bar (or
+    log lines) while parsing, in bytes of the file."""
+    bar = Progress(f"read {f.path.name}", f.path.stat().st_size, unit=" bytes") \
+        if show_progress else None
+    try:
+        out = datafiles.read(
+            f.path, timeframes.to_ms(f.timeframe) if f.timeframe else None,
+            fallback_timeframe=fallback_timeframe, stream=stream,
+            progress=None if bar is None else lambda nbytes, _lines: bar.update(nbytes))
+        if bar is not None:
+            bar.update(bar.total)
+        return out
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def store_file(store: Store, f: DataFile, parsed: datafiles.ParsedFile,
@@ -104,7 +119,7 @@ def store_file(store: Store, f: DataFile, parsed: datafiles.ParsedFile,
     ts, ohlcv = parsed.checked.ts, parsed.checked.ohlcv
     bar = Progress(f"import {path.name}", len(ts), unit=" candles")
     for k in range(0, len(ts), CHUNK):
-        cols = [ts[k:k + CHUNK].tolist()] + [ohlcv[k:k + CHUNK, j].tolist() for j in range(5)]
+        cols = [ts[k:k + CHUNK]] + [ohlcv[k:k + CHUNK, j] for j in range(5)]
         with store.write(f"import {path.name}") as conn:
             r = candles.insert_columns(conn, f.exchange, f.symbol, timeframe, cols)
         res.stored += r.inserted

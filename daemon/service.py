@@ -1,7 +1,8 @@
 """`tickcast run`: the live daemon under APScheduler and systemd.
 
 Start-up, in this order: everything that can be refused without touching anything (the
-exchange id, the model device, the checkpoint folder), then the store's single-writer lock,
+exchange id, the model device), then the writer lock (the store's on SQLite, the exchange
+and timeframe's on PostgreSQL; every tick checks it is still held),
 then checking and migrating the store and loading the last accepted model. `run()` tells
 systemd READY and hands the jobs to the scheduler: a tick shortly after each candle closes
 (the same Pipeline.tick replay uses, see `ticker`), retraining on its own worker thread so
@@ -60,21 +61,23 @@ class Daemon:
         # Leave a core to the tick: training must not starve polling on a small box.
         self.threads = cfg.model.threads or max(1, (os.cpu_count() or 2) - 1)
         torch.set_num_threads(self.threads)
-        self.lock: dialect.InstanceLock | None = dialect.acquire_instance_lock(cfg.storage.url)
+        # One writer per store (SQLite) or per exchange and timeframe (PostgreSQL): a second
+        # daemon exits 75 here, naming the holder.
+        self.lock: dialect.WriterLock | None = dialect.acquire_writer_lock(
+            cfg.storage.url, self.series.exchange, self.series.timeframe)
         try:
             self.store: Store = wiring.open_configured_store(cfg, self.clock.now_ms())
-            loaded = self.models.load_current(self.store)
-            self.version = self.models.headline_version if any(loaded.values()) else None
+            self.version = self.models.load_current(self.store)
         except BaseException:
-            if self.lock is not None:
-                self.lock.release()
+            self.lock.release()
             raise
         self.pipeline = Pipeline(cfg, self.store, self.source, self.models, self.series,
                                  history_candles=wiring.history_candles(cfg))
         self.trainer = BackgroundTrainer(self.models, self.store, self.clock, stop=self.stop,
                                          notifier=self.notifier)
         self.ticker = TickLoop(self.pipeline, self.clock, self.trainer, stop=self.stop,
-                               on_fatal=self._fatal, on_report=self._tick_done)
+                               on_fatal=self._fatal, on_report=self._tick_done,
+                               writer_lock=self.lock)
         wd = self.notifier.watchdog_s
         self.health = Health(self.ticker, self.notifier, self.store, self.models, self.series,
                              hang_limit_s=max(3 * tick_interval_s, wd or 0.0, 5.0))
@@ -83,13 +86,14 @@ class Daemon:
             poll_delay_s=cfg.daemon.poll_delay_s, tick=self.ticker.tick,
             heartbeat=self.health.heartbeat, heartbeat_minutes=cfg.daemon.heartbeat_minutes,
             watchdog=self.health.watchdog, watchdog_every_s=wd / 2 if wd else None)
+        self.loaded = ", ".join(f"{m} {v}" for m, v in self.version.items() if v)
         self.exporter: Any = None
         if cfg.metrics.listen:
             self.exporter = self._exporter(cfg)
         log.info("tickcast run: %s %s %s, store %s, model %s, torch threads %d, tick every "
                  "%.3gs", self.series.exchange, ",".join(self.series.symbols),
-                 self.series.timeframe, cfg.storage.url, self.version or "none yet (baselines "
-                 "only)", self.threads, tick_interval_s)
+                 self.series.timeframe, self.store.display_url,
+                 self.loaded or "none yet (baselines only)", self.threads, tick_interval_s)
 
     def _exporter(self, cfg: Settings) -> Any:
         """`[metrics] listen`: /metrics and /healthz (bound now: a bad address is refused
@@ -125,7 +129,7 @@ class Daemon:
     def run(self) -> int:
         if self.exporter is not None:
             self.exporter.start()
-        self.notifier.ready(f"started; model {self.version or 'none yet'}; catching up")
+        self.notifier.ready(f"started; model {self.loaded or 'none yet'}; catching up")
         previous = {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM,
                                                                       signal.SIGINT)}
         try:

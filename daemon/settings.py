@@ -54,7 +54,7 @@ KEYS: list[Key] = [
     Key("model", "retrain_steps", int, 10, v.positive, doc="optimiser steps of a warm-start"),
     Key("model", "seed", int, 0),
     Key("model", "checkpoint_dir", str, "",
-        doc="only read to import checkpoint files of stores from before v3"),
+        doc="unused: models live in the store; kept so old configs load"),
     Key("model", "keep_checkpoints", int, 5, v.positive),
     Key("model", "threads", int, 0, v.nonneg, doc="torch CPU threads for training; 0: auto"),
     Key("model", "models", list, ["seq2seq", "naive", "drift"], v.models, str,

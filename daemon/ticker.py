@@ -4,10 +4,14 @@ The scheduler may fire ticks on two threads at once (the start-up catch-up still
 the first scheduled tick fires, a re-alignment after a clock step). A tick fired while
 another runs asks the running one to go round once more instead of running beside it.
 
-Error policy, by what the operator must do: a configuration the exchange refuses and a
-damaged or too-new store stop the daemon (the caller maps the error to its exit code); a
-locked store or a storage hiccup skip this tick (the next one resumes from the store); a bug
-in one tick is logged and the daemon goes on.
+Error policy, by what the operator must do: a configuration the exchange or the database
+refuses, a damaged or too-new store, and a writer lock another daemon took stop the daemon
+(the caller maps the error to its exit code); a locked store, a database server that cannot
+be reached (restarting, connection lost) or a storage hiccup skip this tick (the next one
+resumes from the store); a bug in one tick is logged and the daemon goes on.
+
+Every tick first checks that the daemon still holds its writer lock (`dialect.WriterLock`):
+one whose connection was lost is taken again before anything is written.
 """
 
 from __future__ import annotations
@@ -16,7 +20,15 @@ import logging
 import threading
 from collections.abc import Callable
 
-from storage import SchemaTooNew, StorageError, StoreBusy, StoreCorrupt
+from storage import (
+    SchemaTooNew,
+    StorageError,
+    StoreBusy,
+    StoreConfigError,
+    StoreCorrupt,
+    StoreUnavailable,
+    dialect,
+)
 
 from .clock import Clock, monotonic
 from .errors import ConfigError
@@ -25,15 +37,24 @@ from .source import Stopping
 
 log = logging.getLogger("tickcast.daemon")
 
+
+
+class WriterLockTaken(StoreBusy):
+    """Another daemon took the writer lock while this one had lost it: stop (exit 75)."""
+
+
 # Errors after which another tick cannot help: stop and let systemd see the exit code.
-FATAL = (ConfigError, StoreCorrupt, SchemaTooNew)
+FATAL = (ConfigError, StoreConfigError, StoreCorrupt, SchemaTooNew, WriterLockTaken)
 
 
 class TickLoop:
     def __init__(self, pipeline: Pipeline, clock: Clock, trainer: Trainer, *,
                  stop: threading.Event, on_fatal: Callable[[Exception], None],
-                 on_report: Callable[[TickReport], None]) -> None:
+                 on_report: Callable[[TickReport], None],
+                 writer_lock: dialect.WriterLock | None = None) -> None:
         self.pipeline = pipeline
+        self.writer_lock = writer_lock
+        self._lock_lost = False
         self.clock = clock
         self.trainer = trainer
         self.stop = stop
@@ -72,6 +93,7 @@ class TickLoop:
         self.idle.clear()
         started = monotonic()
         try:
+            self._ensure_writer_lock()
             training = self.pipeline.models.training
             rep = self.pipeline.tick(self.clock.now_ms(), trainer=self.trainer)
             self.ticks += 1
@@ -102,3 +124,23 @@ class TickLoop:
             self.last_progress = monotonic()
         finally:
             self.idle.set()
+
+    def _ensure_writer_lock(self) -> None:
+        """Write only while holding the writer lock. One whose connection was lost (server
+        restarted, network) is taken again first; raises StoreUnavailable while the server
+        cannot be reached (this tick is skipped), WriterLockTaken if another daemon took it."""
+        lock = self.writer_lock
+        if lock is None or lock.is_alive():
+            return
+        if not self._lock_lost:
+            self._lock_lost = True
+            log.warning("lost the writer lock's connection; not writing until it is held "
+                        "again")
+        try:
+            lock.reacquire()
+        except StoreUnavailable:
+            raise
+        except StoreBusy as e:
+            raise WriterLockTaken(f"{e}; this daemon lost its lock meanwhile") from e
+        self._lock_lost = False
+        log.info("writer lock held again (%s); resuming from the store", lock.holder)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from forecaster.base import History
-from storage import Store
+from storage import StorageError, Store
 
 from .clock import Clock, iso
 from .models import ModelSet, TrainOutcome
@@ -52,6 +52,9 @@ class BackgroundTrainer:
             self.notifier.status(f"training on {len(hist)} candles to {iso(int(hist.ts[-1]))}")
             out = self.models.train(self.store, hist, started_at=started_at,
                                     now_fn=self.clock.now_ms, should_stop=self.stop.is_set)
+        except StorageError as e:  # the store is locked or its server restarting: no bug
+            log.warning("training not stored (%s); keeping the current model", e)
+            return
         except Exception:  # noqa: BLE001
             log.exception("training failed; keeping the current model")
             return

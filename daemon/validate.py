@@ -67,47 +67,59 @@ def check(
     ts = np.asarray(ts, dtype=np.float64)
     ohlcv = np.asarray(ohlcv, dtype=np.float64).reshape(len(ts), 5)
     n = len(ts)
-    reason = np.full(n, "", dtype=object)
 
-    def flag(mask: np.ndarray, text: str) -> None:
-        # First failing check wins, so each row carries one precise reason.
-        reason[mask & (reason == "")] = text
-
+    # Every check as a boolean mask, in order: the first failing check names a row. Masks
+    # are cheap over millions of rows; reason texts are built only for the failing ones.
+    checks: list[tuple[np.ndarray, str]] = []
     o, h, lo, c, v = (ohlcv[:, i] for i in range(5))
-    flag(~np.isfinite(ts), "ts_ms is missing or not a number")
-    flag(np.isfinite(ts) & (np.abs(ts) > MAX_TS), "ts_ms is implausibly large")
-    usable = np.isfinite(ts) & (np.abs(ts) <= MAX_TS)
+    finite_ts = np.isfinite(ts)
+    checks.append((~finite_ts, "ts_ms is missing or not a number"))
+    checks.append((finite_ts & (np.abs(ts) > MAX_TS), "ts_ms is implausibly large"))
+    usable = finite_ts & (np.abs(ts) <= MAX_TS)
     ts_int = np.where(usable, ts, 0).astype(np.int64)
-    flag(usable & (ts != np.floor(np.where(usable, ts, 0))), "ts_ms is not a whole number")
-    flag(ts_int < 0, "ts_ms is negative")
-    flag((ts_int > 0) & (ts_int < SECONDS_THRESHOLD),
-         "ts_ms looks like seconds, not milliseconds")
+    checks.append((usable & (ts != np.floor(np.where(usable, ts, 0))),
+                   "ts_ms is not a whole number"))
+    checks.append((ts_int < 0, "ts_ms is negative"))
+    checks.append(((ts_int > 0) & (ts_int < SECONDS_THRESHOLD),
+                   "ts_ms looks like seconds, not milliseconds"))
     for name, col in (("open", o), ("high", h), ("low", lo), ("close", c)):
-        flag(~np.isfinite(col), f"{name} is missing or not finite")
-        flag(np.isfinite(col) & (col <= 0), f"{name} is not positive")
-    flag(~np.isfinite(v), "volume is missing or not finite")
-    flag(np.isfinite(v) & (v < 0), "volume is negative")
+        finite = np.isfinite(col)
+        checks.append((~finite, f"{name} is missing or not finite"))
+        checks.append((finite & (col <= 0), f"{name} is not positive"))
+    finite_v = np.isfinite(v)
+    checks.append((~finite_v, "volume is missing or not finite"))
+    checks.append((finite_v & (v < 0), "volume is negative"))
     with np.errstate(invalid="ignore"):
-        flag(h < lo, "high < low")
-        flag((o < lo) | (o > h), "open outside [low, high]")
-        flag((c < lo) | (c > h), "close outside [low, high]")
-    off_grid = ((ts_int % step_ms) != 0) & (reason == "")
-    for i in np.flatnonzero(off_grid):
-        reason[i] = f"ts_ms {ts_int[i]} is not on the {step_ms} ms grid of the timeframe"
+        checks.append((h < lo, "high < low"))
+        checks.append(((o < lo) | (o > h), "open outside [low, high]"))
+        checks.append(((c < lo) | (c > h), "close outside [low, high]"))
+    bad = np.zeros(n, dtype=bool)
+    for mask, _ in checks:
+        bad |= mask
+    off_grid = ((ts_int % step_ms) != 0) & ~bad
+    bad |= off_grid
+    reason: dict[int, str] = {}
+    failing = np.flatnonzero(bad)
+    if len(failing):
+        sub = np.full(len(failing), "", dtype=object)
+        for mask, text in checks:
+            sub[mask[failing] & (sub == "")] = text
+        reason = dict(zip(failing.tolist(), sub.tolist(), strict=True))
+        for i in np.flatnonzero(off_grid).tolist():
+            reason[i] = f"ts_ms {ts_int[i]} is not on the {step_ms} ms grid of the timeframe"
 
     open_dropped = 0
     if now_ms is not None:
-        is_open = (ts_int <= now_ms) & (now_ms < ts_int + step_ms) & (reason == "")
+        is_open = (ts_int <= now_ms) & (now_ms < ts_int + step_ms) & ~bad
         open_dropped = int(np.sum(is_open))
-        reason[is_open] = "open"
-        flag(ts_int > now_ms, "candle is in the future")
+        future = (ts_int > now_ms) & ~bad & ~is_open
+        bad |= is_open | future
+        for i in np.flatnonzero(future).tolist():
+            reason[i] = "candle is in the future"
 
-    rejected = [
-        Rejected(i, int(ts_int[i]) if np.isfinite(ts[i]) else None, str(reason[i]))
-        for i in np.flatnonzero(reason != "")
-        if reason[i] != "open"
-    ]
-    good = np.flatnonzero(reason == "")
+    rejected = [Rejected(i, int(ts_int[i]) if np.isfinite(ts[i]) else None, r)
+                for i, r in sorted(reason.items())]
+    good = np.flatnonzero(~bad)
     out_of_order = bool(np.any(np.diff(ts_int[good]) < 0)) if len(good) > 1 else False
     order = good[np.argsort(ts_int[good], kind="stable")]
 

@@ -8,18 +8,18 @@ are only a backstop.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import repeat
 from typing import Any, Literal
 
 from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.engine import Connection
 
+import numpy as np
+
 from .dialect import (
     COPY_MIN_ROWS,
     copy_candles,
-    executemany,
+    insert_ignore_columns,
     insert_ignore_rows,
-    insert_ignore_sql,
     supports_copy,
 )
 from .results import InsertResult, Row
@@ -60,31 +60,38 @@ def insert_columns(
 ) -> InsertResult:
     """`insert` for data held as six columns (ts, open, high, low, close, volume).
 
-    The bulk-import path: rows are zipped lazily into the driver, never built as
-    a list of tuples first. On PostgreSQL a batch of COPY_MIN_ROWS rows or more goes
-    through COPY (`dialect.copy_candles`), a smaller one through executemany; both
-    give the same result (`method` forces one, for tests and benchmarks).
+    The bulk-import path (columns may be lists or numpy arrays): on SQLite, 160 rows a
+    statement (`dialect.insert_ignore_columns`); on PostgreSQL a batch of COPY_MIN_ROWS
+    rows or more goes through COPY (`dialect.copy_candles`), a smaller one through
+    executemany; both give the same result (`method` forces one, for tests and
+    benchmarks).
     """
     n = len(cols[0])
     if n == 0:
         return InsertResult()
     if method == "copy" or (method == "auto" and n >= COPY_MIN_ROWS and supports_copy(conn)):
         return copy_candles(conn, exchange, symbol, timeframe, cols)
-    sql = insert_ignore_sql(conn, candles, _COLS)
-    params = zip(repeat(exchange), repeat(symbol), repeat(timeframe), *cols)
-    inserted = executemany(conn, sql, params)
+    inserted = insert_ignore_columns(conn, candles, {
+        "exchange": exchange, "symbol": symbol, "timeframe": timeframe}, _COLS[3:], cols)
     result = InsertResult(inserted=inserted)
     if inserted == n:
         return result
-    # Some rows were already there: find out whether they agree with what is stored.
-    rows = [_row(r) for r in zip(*cols, strict=True)]
-    lo = min(r[0] for r in rows)
-    hi = max(r[0] for r in rows)
-    stored = {r[0]: r for r in range_rows(conn, exchange, symbol, timeframe, lo, hi + 1)}
-    for r in rows:
-        s = stored.get(r[0])
-        if s is not None and s != r:
-            result.conflicts.append((s, r))
+    # Some rows were already there: find out whether they agree with what is stored. A row
+    # this batch inserted is its own stored candle, so comparing the whole batch with what
+    # is stored finds exactly the conflicts among the rows not inserted.
+    ts = np.asarray(cols[0], dtype=np.int64)
+    vals = np.column_stack([np.asarray(c, dtype=np.float64) for c in cols[1:]])
+    q = (select(*_ROW_COLS)
+         .where(_series(exchange, symbol, timeframe), candles.c.ts >= int(ts.min()),
+                candles.c.ts <= int(ts.max()))
+         .order_by(candles.c.ts))
+    got = np.array([tuple(r) for r in conn.execute(q)], dtype=np.float64).reshape(-1, 6)
+    s_ts, s_vals = got[:, 0].astype(np.int64), got[:, 1:]
+    at = np.minimum(np.searchsorted(s_ts, ts), max(len(s_ts) - 1, 0))
+    found = (s_ts[at] == ts) if len(s_ts) else np.zeros(n, dtype=bool)
+    differ = found & np.any(s_vals[at] != vals, axis=1) if len(s_ts) else found
+    for i in np.flatnonzero(differ).tolist():
+        result.conflicts.append((_row(got[at[i]]), _row((ts[i], *vals[i]))))
     result.unchanged = n - inserted - len(result.conflicts)
     return result
 

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +141,27 @@ def stop(directory: str | Path) -> None:
                                         "-m", "immediate", "-w", "stop"]),
                        capture_output=True, text=True)
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def restart(directory: str | Path, while_down: Callable[[], None] | None = None) -> None:
+    """Restart the server of a directory made by start(): pg_ctl stop -m fast (every session
+    is ended, as in a real restart), `while_down()` if given, then start it again with the
+    same options, waiting until it accepts connections."""
+    directory = Path(directory)
+    data = directory / "data"
+    # The options the server runs with, as postgres recorded them (binary, then arguments).
+    opts = shlex.split((data / "postmaster.opts").read_text())[1:]
+    while "-D" in opts:
+        i = opts.index("-D")
+        del opts[i:i + 2]
+    ctl = str(bin_dir() / "pg_ctl")
+    _run(_as_server_user([ctl, "-D", str(data), "-m", "fast", "-w", "stop"]), "pg_ctl stop")
+    if while_down is not None:
+        while_down()
+    # -l again: without it the new server would write to (and hold open) our pipe.
+    _run(_as_server_user([ctl, "-D", str(data), "-l", str(directory / "server.log"), "-o",
+                          shlex.join(opts), "-w", "-t", str(START_TIMEOUT_S), "start"]),
+         "pg_ctl start")
 
 
 # -- databases on a running server (these need psycopg) ------------------------------------

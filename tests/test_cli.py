@@ -13,7 +13,7 @@ import daemon
 from daemon.cli import COMMANDS, build_parser
 from tests.helpers import HOURLY, ROOT, run_subprocess
 
-SPEC_COMMANDS = {"run", "backfill", "import", "replay", "report", "status"}
+SPEC_COMMANDS = {"run", "backfill", "import", "replay", "report", "status", "copy-store"}
 
 
 def test_daemon_package_is_this_repository_not_python_daemon() -> None:
@@ -52,6 +52,7 @@ def test_spec_flags_exist() -> None:
         "replay": ["--data", "--from-db", "--start", "--end", "--out"],
         "report": ["--since", "--plot", "--json"],
         "status": ["--json"],
+        "copy-store": ["--to"],
     }.items():
         for f in flags:
             assert re.search(rf"{re.escape(f)}\b", sub[name]), (name, f)

@@ -127,3 +127,45 @@ def test_real_hourly_file_imports_completely_through_the_real_cli(tmp_path: Path
     con = sqlite3.connect(db)
     assert con.execute("select exchange, symbol, timeframe, count(*) from candles").fetchone() == (
         "bitstamp", "BTC/USD", "1h", 27499)
+
+
+def test_gzip_members_damage_and_progress(tmp_path: Path, cli: Any,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Concatenated gzip members read as one file; a truncated or non-gzip .gz is refused
+    (65) storing nothing; reading reports progress in plain log lines off a terminal."""
+    body = [HEADER] + [good(i) for i in range(2000)]
+    f = tmp_path / "bitstamp_BTC-USD_1m_parts.csv.gz"
+    f.write_bytes(gzip.compress(("\n".join(body[:700]) + "\n").encode())
+                  + gzip.compress(("\n".join(body[700:]) + "\n").encode()))
+    db = tmp_path / "t.db"
+    with caplog.at_level("INFO"):
+        assert cli("--db", str(db), "import", str(f)) == 0
+    assert count(db) == 2000
+    assert "read bitstamp_BTC-USD_1m_parts.csv.gz" in caplog.text
+    cut = tmp_path / "bitstamp_BTC-EUR_1m_cut.csv.gz"
+    cut.write_bytes(gzip.compress(("\n".join(body) + "\n").encode())[:-40])
+    plain = tmp_path / "bitstamp_BTC-EUR_1m_plain.csv.gz"
+    plain.write_text("\n".join(body) + "\n")
+    for bad in (cut, plain):
+        caplog.clear()
+        assert cli("--db", str(db), "import", str(bad)) == 65
+        assert f"{bad}: cannot read" in caplog.text
+    assert count(db, "BTC/EUR") == 0
+
+
+def test_the_import_command_loads_neither_torch_nor_ccxt(tmp_path: Path) -> None:
+    """Start-up is part of what a user waits for: import needs pandas and SQLAlchemy only."""
+    import os
+    import subprocess
+    import sys
+
+    f = tmp_path / "bitstamp_BTC-USD_1m_x.csv"
+    f.write_text(HEADER + "\n" + "\n".join(good(i) for i in range(3)) + "\n")
+    code = ("import sys; from daemon.cli import main; "
+            f"rc = main(['--db', {str(tmp_path / 't.db')!r}, 'import', {str(f)!r}]); "
+            "print(rc, sorted(m for m in ('torch', 'ccxt') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, env={k: v for k, v in os.environ.items()
+                                         if not k.startswith("TICKCAST_")})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "0 []"

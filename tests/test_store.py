@@ -278,6 +278,32 @@ def test_insert_is_idempotent_and_conflicts_keep_the_stored_row(store: Store) ->
         assert candles.range_rows(conn, EX, SYM, TF, T, T + 10 * STEP) == rows(10)
 
 
+def test_a_bulk_batch_skips_stored_rows_and_names_each_conflict_in_input_order(
+        store: Store) -> None:
+    """1,000 rows (several bulk statements and a rest; COPY on PostgreSQL), given as numpy
+    columns in shuffled order, onto a series that already holds every 7th of them, every
+    35th with other values: exactly those are conflicts, in input order, and kept."""
+    import numpy as np
+
+    base = rows(1000)
+    pre = [r if i % 35 else (r[0], r[1], r[2], r[3], r[4] - 0.5, r[5])
+           for i, r in enumerate(base) if i % 7 == 0]
+    with store.write() as conn:
+        assert candles.insert(conn, EX, SYM, TF, pre).inserted == len(pre)
+    order = np.random.default_rng(3).permutation(1000)
+    cols = [np.array([base[i][0] for i in order], dtype=np.int64)] + [
+        np.array([base[i][j] for i in order]) for j in range(1, 6)]
+    with store.write() as conn:
+        res = candles.insert_columns(conn, EX, SYM, TF, cols)
+    expect = [(next(p for p in pre if p[0] == base[i][0]), base[i]) for i in order.tolist()
+              if i % 35 == 0]
+    assert (res.inserted, res.unchanged) == (1000 - len(pre), len(pre) - len(expect))
+    assert res.conflicts == expect
+    with store.read() as conn:
+        got = candles.range_rows(conn, EX, SYM, TF, T, T + 1000 * STEP)
+    assert got == sorted({**{r[0]: r for r in base}, **{p[0]: p for p in pre}}.values())
+
+
 @pytest.mark.parametrize("bad", [
     (T, 0.0, 2.0, 0.0, 1.0, 1.0),  # non-positive prices
     (T, -1.0, 2.0, -2.0, 1.0, 1.0),

@@ -121,10 +121,12 @@ def test_timeframes_refuse_what_is_not_a_candle_length(tf: str) -> None:
 
 def test_every_error_maps_to_its_exit_code_in_one_place() -> None:
     from daemon.source import RetryLater
-    from storage import SchemaTooNew, StorageError, StoreBusy, StoreCorrupt
+    from storage import (SchemaTooNew, StorageError, StoreBusy, StoreConfigError, StoreCorrupt,
+                         StoreUnavailable)
 
     cases = {errors.UsageError("x"): 2, errors.DataError("x"): 65, errors.ConfigError("x"): 78,
              RetryLater("x"): 75, StoreBusy("x"): 75, StorageError("x"): 74,
+             StoreConfigError("x"): 78, StoreUnavailable("x"): 75,
              StoreCorrupt("x"): 74, SchemaTooNew("x"): 74, KeyboardInterrupt(): 130}
     for exc, code in cases.items():
         assert errors.exit_code_for(exc) == code, exc

@@ -88,6 +88,13 @@ CASES: list[tuple[str, list[str], dict[str, str], int, str]] = [
      "exchange.id"),
     ("run on a device that is not there", ["run"], {"TICKCAST_MODEL__DEVICE": "cuda"}, 78,
      "model.device"),
+    ("copy-store without --to", ["copy-store"], {}, 2, "--to"),
+    ("copy-store to no store URL", ["copy-store", "--to", "mysql://db/x"], {}, 2,
+     "--to: back-end 'mysql' is not supported"),
+    ("copy-store into the store itself", ["copy-store", "--to", "tickcast.db"], {}, 2,
+     "--to is the configured store itself"),
+    ("copy-store from a store that does not exist", ["copy-store", "--to", "copy.db"], {}, 74,
+     "does not exist"),
 ]
 
 

@@ -8,7 +8,7 @@ concept; the rest of ``storage`` speaks SQLAlchemy Core only and imports them as
 ``storage.dialect``.
 """
 
-from .copy import copy_candles, supports_copy
+from .copy import copy_candles, copy_upsert, supports_copy
 from .engine import create, read_options
 from .locks import (
     FileWriterLock,
@@ -23,18 +23,25 @@ from .locks import (
     writer_lock_key,
 )
 from .statements import (
+    BULK_ROWS,
     MIGRATION_LOCK_KEY,
     backup,
+    bulk_insert_ignore,
+    bulk_insert_ignore_sql,
     checkpoint_wal,
     executemany,
     insert_ignore,
+    insert_ignore_columns,
     insert_ignore_rows,
     insert_ignore_sql,
     iso_time_sql,
     migration_lock,
     opaque_to_planner,
     quick_check,
+    reset_identity,
     store_size_bytes,
+    upsert_rows,
+    upsert_tail,
 )
 from .translate import translate_error
 from .urls import (
@@ -52,12 +59,14 @@ from .urls import (
 )
 
 __all__ = [
-    "BUSY_TIMEOUT_MS", "CONNECT_TIMEOUT_S", "COPY_MIN_ROWS", "MIGRATION_LOCK_KEY", "POSTGRESQL",
-    "SQLITE", "WAL_SIZE_LIMIT", "FileWriterLock", "InstanceLock", "PgAdvisoryLock",
+    "BULK_ROWS", "BUSY_TIMEOUT_MS", "CONNECT_TIMEOUT_S", "COPY_MIN_ROWS", "MIGRATION_LOCK_KEY",
+    "POSTGRESQL", "SQLITE", "WAL_SIZE_LIMIT", "FileWriterLock", "InstanceLock", "PgAdvisoryLock",
     "WriterLock", "acquire_instance_lock", "acquire_writer_lock", "backend", "backup",
-    "checkpoint_wal", "copy_candles", "create", "display_url", "executemany",
-    "insert_ignore", "insert_ignore_rows", "insert_ignore_sql", "iso_time_sql",
-    "lock_is_held", "lock_path", "migration_lock", "name", "normalise_url",
-    "opaque_to_planner", "quick_check", "read_options", "sqlite_path", "store_size_bytes",
-    "supports_copy", "translate_error", "writer_lock_holder", "writer_lock_key",
+    "bulk_insert_ignore", "bulk_insert_ignore_sql", "checkpoint_wal", "copy_candles",
+    "copy_upsert", "create", "display_url", "executemany", "insert_ignore",
+    "insert_ignore_columns", "insert_ignore_rows", "insert_ignore_sql", "iso_time_sql",
+    "lock_is_held", "lock_path", "migration_lock", "name", "normalise_url", "opaque_to_planner",
+    "quick_check", "read_options", "reset_identity", "sqlite_path", "store_size_bytes",
+    "supports_copy", "translate_error", "upsert_rows", "upsert_tail", "writer_lock_holder",
+    "writer_lock_key"
 ]

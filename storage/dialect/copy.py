@@ -7,7 +7,13 @@ from itertools import count
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Engine,
+    Float,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
 )
 from sqlalchemy.engine import Connection
 
@@ -28,14 +34,17 @@ _COPY_IN = ("COPY tickcast_candles_in (seq, ts, open, high, low, close, volume) 
 _COPY_TYPES = ["int8", "int8", "float8", "float8", "float8", "float8", "float8"]
 # New candles only, first arrival winning within the batch (DISTINCT ON ... seq), as with
 # executemany; a plain INSERT of the rows an anti-join finds missing runs about twice as
-# fast as ON CONFLICT's speculative insertion of every row.
+# fast as ON CONFLICT's speculative insertion of every row. The stored side is bounded by
+# the batch's time range: unbounded, the planner hashes the whole series for every batch
+# (quadratic over a long import).
 _COPY_INSERT_NEW = (
     "INSERT INTO candles (exchange, symbol, timeframe, ts, open, high, low, close, volume) "
     "SELECT DISTINCT ON (t.ts) %(ex)s::varchar, %(sym)s::varchar, %(tf)s::varchar, "
     "t.ts, t.open, t.high, t.low, t.close, t.volume "
     "FROM tickcast_candles_in AS t "
     "WHERE NOT EXISTS (SELECT 1 FROM candles AS c WHERE c.exchange = %(ex)s::varchar "
-    "AND c.symbol = %(sym)s::varchar AND c.timeframe = %(tf)s::varchar AND c.ts = t.ts) "
+    "AND c.symbol = %(sym)s::varchar AND c.timeframe = %(tf)s::varchar AND c.ts = t.ts "
+    "AND c.ts BETWEEN %(lo)s::bigint AND %(hi)s::bigint) "
     "ORDER BY t.ts, t.seq"
 )
 # The same with ON CONFLICT DO NOTHING, for when another session inserted some of these
@@ -53,6 +62,7 @@ _COPY_CONFLICTS = (
     "FROM tickcast_candles_in AS t JOIN candles AS c "
     "ON c.exchange = %(ex)s::varchar AND c.symbol = %(sym)s::varchar "
     "AND c.timeframe = %(tf)s::varchar AND c.ts = t.ts "
+    "AND c.ts BETWEEN %(lo)s::bigint AND %(hi)s::bigint "
     "WHERE (c.open, c.high, c.low, c.close, c.volume) "
     "IS DISTINCT FROM (t.open, t.high, t.low, t.close, t.volume) "
     "ORDER BY t.seq"
@@ -87,12 +97,16 @@ def copy_candles(conn: Connection, exchange: str, symbol: str, timeframe: str,
     cur = raw.cursor()
     try:
         cur.execute(_COPY_PREPARE)
+        ts = list(map(int, cols[0]))
+        lo, hi = min(ts), max(ts)
         with cur.copy(_COPY_IN) as cp:
             cp.set_types(_COPY_TYPES)
             write = cp.write_row
-            for row in zip(count(), map(int, cols[0]), *cols[1:]):
+            for row in zip(count(), ts, *cols[1:]):
                 write(row)
-        key = {"ex": exchange, "sym": symbol, "tf": timeframe}
+        key = {"ex": exchange, "sym": symbol, "tf": timeframe, "lo": lo, "hi": hi}
+        # The DISTINCT ON sort of a large batch fits in memory instead of spilling to disk.
+        cur.execute("SET LOCAL work_mem = '64MB'")
         cur.execute("SAVEPOINT tickcast_copy")
         try:
             cur.execute(_COPY_INSERT_NEW, key)
@@ -109,5 +123,42 @@ def copy_candles(conn: Connection, exchange: str, symbol: str, timeframe: str,
             result.conflicts.append((as_row(r[:6]), as_row(r[6:])))
         result.unchanged = n - inserted - len(result.conflicts)
         return result
+    finally:
+        cur.close()
+
+
+def _copy_type(col: Any) -> str:
+    """The binary COPY type of a column, as psycopg names it."""
+    t = col.type
+    for kind, pg in ((BigInteger, "int8"), (Integer, "int4"), (Float, "float8"),
+                     (LargeBinary, "bytea"), (String, "text")):
+        if isinstance(t, kind):
+            return pg
+    raise TypeError(f"{col}: no COPY type for {t!r}")
+
+
+def copy_upsert(conn: Connection, table: Table, rows: Sequence[Sequence[Any]]) -> int:
+    """Rows holding every column of `table` (in its column order): binary COPY into a
+    session-private temporary twin of the table, then one INSERT ... SELECT that inserts
+    the new keys and updates the stored rows that differ (``statements.upsert_tail``).
+    Returns the rows written. PostgreSQL only."""
+    from .statements import _q, upsert_tail
+
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    t = _q(conn, table.name)
+    tmp = _q(conn, f"tickcast_copy_{table.name}")
+    cols = ", ".join(_q(conn, c.name) for c in table.c)
+    cur = raw.cursor()
+    try:
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {t}) ON COMMIT DELETE ROWS")
+        cur.execute(f"DELETE FROM {tmp}")
+        with cur.copy(f"COPY {tmp} ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.set_types([_copy_type(c) for c in table.c])
+            for r in rows:
+                cp.write_row(r)
+        cur.execute(f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {tmp} "
+                    f"{upsert_tail(conn, table, 'EXCLUDED')}")
+        return max(cur.rowcount, 0)
     finally:
         cur.close()

@@ -63,7 +63,19 @@ def acquire_instance_lock(url: str) -> InstanceLock | None:
 
 
 def lock_is_held(url: str) -> bool:
-    """Whether some process holds the SQLite instance lock (for `tickcast status`)."""
+    """Whether some `tickcast run` writes to the store: holds the SQLite instance lock, or
+    on PostgreSQL a writer lock of any exchange and timeframe in that database (for
+    `tickcast status` and `copy-store`)."""
+    if backend(url) == POSTGRESQL:
+        conn = _pg_raw_connect(url, application_name="tickcast-status")
+        try:
+            return bool(conn.execute(_PG_ANY_WRITER, (_APP_PREFIX + "%",)).fetchone()[0])
+        except Exception as e:
+            if type(e).__module__.split(".")[0] == "psycopg":
+                raise translate_error(e, "reading the writer locks") from e
+            raise
+        finally:
+            conn.close()
     return _file_lock_holder(url) is not None
 
 
@@ -104,6 +116,12 @@ _PG_HOLDER = (
     "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
     "AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid "
     "LIMIT 1"
+)
+_PG_ANY_WRITER = (
+    "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND a.application_name LIKE %s"
 )
 _PG_HOLDS = (
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "

@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from sqlalchemy import (
     BigInteger,
@@ -68,7 +71,74 @@ def insert_ignore_sql(bind: Connection | Engine, table: Table, columns: list[str
     return f"INSERT INTO {table.name} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING"
 
 
-def executemany(conn: Connection, sql: str, params: Iterable[tuple[Any, ...]]) -> int:
+# Rows per statement of SQLite's bulk insert: 3 + 6 x 160 = 963 parameters, under the 999
+# that SQLite builds before 3.32 allow.
+BULK_ROWS = 160
+
+
+def bulk_insert_ignore_sql(table: Table, fixed: list[str], columns: list[str],
+                           rows: int) -> str:
+    """SQLite: one INSERT of `rows` rows that share the values of the `fixed` columns.
+
+    ``INSERT INTO t (f1, f2, c1, c2) SELECT ?1, ?2, column1, column2 FROM (VALUES (?, ?),
+    ...) WHERE true ON CONFLICT DO NOTHING``: the shared values are bound once (?1..?k),
+    each row binds only its own columns, and one statement step stores `rows` rows. Twice
+    the speed of executemany of one row per step (the ``WHERE true`` is how SQLite's
+    grammar tells the upsert clause from a join). Built from code constants only.
+    """
+    for c in (*fixed, *columns):
+        if c not in table.c:
+            raise ValueError(f"{table.name} has no column {c}")
+    head = ", ".join([*fixed, *columns])
+    shared = ", ".join(f"?{i + 1}" for i in range(len(fixed)))
+    picked = ", ".join(f"column{j + 1}" for j in range(len(columns)))
+    one = "(" + ", ".join("?" for _ in columns) + ")"
+    values = ", ".join(one for _ in range(rows))
+    return (f"INSERT INTO {table.name} ({head}) SELECT {shared}, {picked} "
+            f"FROM (VALUES {values}) WHERE true ON CONFLICT DO NOTHING")
+
+
+def bulk_insert_ignore(conn: Connection, table: Table, fixed: dict[str, Any],
+                       columns: list[str], flat: list[Any]) -> int:
+    """SQLite: insert rows given flat in row-major order (`len(columns)` values a row) that
+    share the `fixed` column values, skipping rows whose key exists; returns how many
+    went in. BULK_ROWS rows a statement, the rest one row a statement."""
+    width = len(columns)
+    n = len(flat) // width
+    names = list(fixed)
+    shared = [fixed[k] for k in names]
+    full, per = n // BULK_ROWS, BULK_ROWS * width
+    inserted = 0
+    if full:
+        sql = bulk_insert_ignore_sql(table, names, columns, BULK_ROWS)
+        inserted += executemany(conn, sql, (shared + flat[i * per:(i + 1) * per]
+                                            for i in range(full)))
+    rest = flat[full * per:]
+    if rest:
+        sql = bulk_insert_ignore_sql(table, names, columns, 1)
+        inserted += executemany(conn, sql, (shared + rest[i:i + width]
+                                            for i in range(0, len(rest), width)))
+    return inserted
+
+
+def insert_ignore_columns(conn: Connection, table: Table, fixed: dict[str, Any],
+                          columns: list[str], cols: Sequence[Sequence[Any]]) -> int:
+    """Insert rows given as columns (lists or numpy arrays) that share the `fixed` column
+    values, skipping rows whose key exists; returns how many went in. SQLite: 160 rows a
+    statement (`bulk_insert_ignore`); PostgreSQL: executemany, pipelined by psycopg."""
+    n = len(cols[0])
+    if name(conn) == SQLITE:
+        # Row-major Python values through an object array: int64 becomes int, float64 float.
+        flat = np.empty((n, len(columns)), dtype=object)
+        for j, c in enumerate(cols):
+            flat[:, j] = c
+        return bulk_insert_ignore(conn, table, fixed, columns, flat.ravel().tolist())
+    sql = insert_ignore_sql(conn, table, [*fixed, *columns])
+    values = [np.asarray(c).tolist() for c in cols]  # numpy scalars to Python numbers
+    return executemany(conn, sql, zip(*(repeat(v) for v in fixed.values()), *values))
+
+
+def executemany(conn: Connection, sql: str, params: Iterable[Sequence[Any]]) -> int:
     """Run a statement over an iterable of parameter tuples on the driver's cursor.
 
     SQLAlchemy wants a list for executemany; the import hot path streams rows
@@ -84,6 +154,58 @@ def executemany(conn: Connection, sql: str, params: Iterable[tuple[Any, ...]]) -
         return max(cur.rowcount, 0)
     finally:
         cur.close()
+
+
+def _q(bind: Connection | Engine, ident: str) -> str:
+    return str(bind.dialect.identifier_preparer.quote(ident))
+
+
+def upsert_tail(bind: Connection | Engine, table: Table, alias: str = "excluded") -> str:
+    """``ON CONFLICT (primary key) DO UPDATE SET c = excluded.c, ... WHERE <they differ>``:
+    a row whose key exists takes the incoming values, and only when some value differs
+    (an unchanged row is not rewritten). DO NOTHING when every column is in the key.
+    Built from the table's code constants."""
+    key = [c.name for c in table.primary_key.columns]
+    rest = [c.name for c in table.c if c.name not in key]
+    head = f"ON CONFLICT ({', '.join(_q(bind, k) for k in key)})"
+    if not rest:
+        return f"{head} DO NOTHING"
+    t = _q(bind, table.name)
+    sets = ", ".join(f"{_q(bind, c)} = {alias}.{_q(bind, c)}" for c in rest)
+    mine = ", ".join(f"{t}.{_q(bind, c)}" for c in rest)
+    theirs = ", ".join(f"{alias}.{_q(bind, c)}" for c in rest)
+    differ = "IS DISTINCT FROM" if name(bind) == POSTGRESQL else "IS NOT"
+    return f"{head} DO UPDATE SET {sets} WHERE ({mine}) {differ} ({theirs})"
+
+
+def upsert_rows(conn: Connection, table: Table, rows: Sequence[Sequence[Any]]) -> int:
+    """Insert rows holding every column of `table` (in its column order) or, where the
+    primary key exists, update the columns that differ; returns the rows written. The copy
+    path of `tickcast copy-store`: COPY through a temporary table on PostgreSQL
+    (``copy.copy_upsert``), executemany on SQLite."""
+    if not rows:
+        return 0
+    if name(conn) == POSTGRESQL:
+        from .copy import copy_upsert
+
+        return copy_upsert(conn, table, rows)
+    cols = ", ".join(_q(conn, c.name) for c in table.c)
+    marks = ", ".join("?" for _ in table.c)
+    sql = (f"INSERT INTO {_q(conn, table.name)} ({cols}) VALUES ({marks}) "
+           f"{upsert_tail(conn, table)}")
+    return executemany(conn, sql, rows)
+
+
+def reset_identity(conn: Connection, table: Table) -> None:
+    """Move an id sequence past the ids stored (after rows were copied in with their ids):
+    PostgreSQL's identity sequence restarts at max(id) + 1. SQLite needs nothing: a rowid
+    table hands out max(rowid) + 1."""
+    if name(conn) != POSTGRESQL or "id" not in table.c:
+        return
+    t = _q(conn, table.name)
+    conn.exec_driver_sql(
+        f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+        f"COALESCE((SELECT max(id) FROM {t}), 0) + 1, false)")
 
 
 def opaque_to_planner(bind: Connection | Engine, column: ColumnElement[Any]) -> ColumnElement[Any]:

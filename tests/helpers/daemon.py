@@ -64,13 +64,14 @@ class Notifications:
 class DaemonHarness:
     def __init__(self, tmp: Path, minutes: dict[str, list[Any]], *, speed: float = SPEED,
                  model: dict[str, Any] | None = None, exchange: dict[str, Any] | None = None,
-                 watchdog_usec: int | None = 2_000_000) -> None:
+                 watchdog_usec: int | None = 2_000_000, store_url: str | None = None) -> None:
         self.tmp = tmp
         self.clock = ScaledClock(START, time.time(), speed)
         self.emu = ExchangeEmulator({s: list(r) for s, r in minutes.items()},
                                     now_ms=self.clock.now_ms)
         self.emu.start()
-        self.db = tmp / "live.db"
+        # A SQLite file by default; `store_url` (PostgreSQL) for several daemons on one store.
+        self.db: Path | str = tmp / "live.db" if store_url is None else store_url
         self.notify = Notifications(tmp / "notify.sock")
         self.watchdog_usec = watchdog_usec
         self.config = write_config(tmp / "config.toml", {
@@ -93,12 +94,21 @@ class DaemonHarness:
         e.update(self.extra_env)
         return e
 
-    def start(self, *extra: str) -> subprocess.Popen[str]:
+    def config_for(self, exchange_id: str) -> Path:
+        """The harness's config with another exchange id (the emulator speaks both)."""
+        path = self.tmp / f"config-{exchange_id}.toml"
+        path.write_text(self.config.read_text().replace(
+            "[exchange]\n", f'[exchange]\nid = "{exchange_id}"\n', 1))
+        return path
+
+    def start(self, *extra: str, config: Path | None = None,
+              cwd: Path | None = None) -> subprocess.Popen[str]:
         log = open(self.tmp / f"daemon-{len(self.procs)}.log", "w")  # noqa: SIM115
         self._logs.append(log)
-        p = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(self.config),
-                              "--db", str(self.db), "run", *extra], env=self.env(), cwd=ROOT,
-                             stdout=log, stderr=subprocess.STDOUT, text=True)
+        p = subprocess.Popen([sys.executable, "-m", "daemon", "--config",
+                              str(config or self.config), "--db", str(self.db), "run", *extra],
+                             env=self.env(), cwd=cwd or ROOT, stdout=log,
+                             stderr=subprocess.STDOUT, text=True)
         self.procs.append(p)
         return p
 
@@ -107,6 +117,11 @@ class DaemonHarness:
         return (self.tmp / f"daemon-{n}.log").read_text()
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        if isinstance(self.db, str):  # PostgreSQL: plain SQL without parameters
+            from tests.helpers.stores import query
+
+            assert not args, "PostgreSQL queries of the harness take no parameters"
+            return query(self.db, sql)
         if not self.db.exists():
             return []
         con = sqlite3.connect(self.db, timeout=10)
