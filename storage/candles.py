@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.engine import Connection
-
-import numpy as np
 
 from .dialect import (
     COPY_MIN_ROWS,

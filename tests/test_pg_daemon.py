@@ -21,7 +21,7 @@ import pytest
 
 from tests.helpers import MINUTE, wait_until
 from tests.helpers.daemon import DaemonHarness
-from tests.helpers.stores import candle_times, no_duplicate_forecasts, query
+from tests.helpers.stores import candle_times, no_duplicate_forecasts
 from tests.pg_server import restart
 
 SYMBOLS = ("BTC/USD", "BTC/EUR")

@@ -121,8 +121,14 @@ def test_timeframes_refuse_what_is_not_a_candle_length(tf: str) -> None:
 
 def test_every_error_maps_to_its_exit_code_in_one_place() -> None:
     from daemon.source import RetryLater
-    from storage import (SchemaTooNew, StorageError, StoreBusy, StoreConfigError, StoreCorrupt,
-                         StoreUnavailable)
+    from storage import (
+        SchemaTooNew,
+        StorageError,
+        StoreBusy,
+        StoreConfigError,
+        StoreCorrupt,
+        StoreUnavailable,
+    )
 
     cases = {errors.UsageError("x"): 2, errors.DataError("x"): 65, errors.ConfigError("x"): 78,
              RetryLater("x"): 75, StoreBusy("x"): 75, StorageError("x"): 74,

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -135,7 +134,9 @@ def insert_ignore_columns(conn: Connection, table: Table, fixed: dict[str, Any],
         return bulk_insert_ignore(conn, table, fixed, columns, flat.ravel().tolist())
     sql = insert_ignore_sql(conn, table, [*fixed, *columns])
     values = [np.asarray(c).tolist() for c in cols]  # numpy scalars to Python numbers
-    return executemany(conn, sql, zip(*(repeat(v) for v in fixed.values()), *values))
+    # repeat() is endless: the columns decide the length.
+    return executemany(conn, sql, zip(*(repeat(v) for v in fixed.values()), *values,
+                                      strict=False))
 
 
 def executemany(conn: Connection, sql: str, params: Iterable[Sequence[Any]]) -> int:
