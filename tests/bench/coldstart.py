@@ -20,6 +20,7 @@ first seq2seq forecast is in the store.
 from __future__ import annotations
 
 import argparse
+import os
 import math
 import statistics
 import tempfile
@@ -223,7 +224,8 @@ def part_b(df: pd.DataFrame, n: int, minutes_after: int, timeout_s: float,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=20, help="part A: first trainings")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads for part A")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads for part A (0: all cores but one, as the daemon)")
     ap.add_argument("--daemon", type=int, default=0, metavar="N",
                     help="part B: real daemon cold starts (default 0: skipped)")
     ap.add_argument("--daemon-minutes", type=int, default=1500,
@@ -239,7 +241,7 @@ def main() -> None:
     if args.trials > 0:
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) - 1))
         a = part_a(df, args.trials)
     b = part_b(df, args.daemon, args.daemon_minutes, args.daemon_timeout, args.daemon_speed) \
         if args.daemon > 0 else None
