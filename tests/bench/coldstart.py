@@ -20,8 +20,8 @@ first seq2seq forecast is in the store.
 from __future__ import annotations
 
 import argparse
-import os
 import math
+import os
 import statistics
 import tempfile
 import time
