@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import numpy as np
 from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.engine import Connection
 
@@ -65,6 +64,8 @@ def insert_columns(
     executemany; both give the same result (`method` forces one, for tests and
     benchmarks).
     """
+    import numpy as np  # only the bulk write paths need it: `status` stays light
+
     n = len(cols[0])
     if n == 0:
         return InsertResult()

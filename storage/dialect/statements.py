@@ -10,7 +10,6 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -125,6 +124,8 @@ def insert_ignore_columns(conn: Connection, table: Table, fixed: dict[str, Any],
     """Insert rows given as columns (lists or numpy arrays) that share the `fixed` column
     values, skipping rows whose key exists; returns how many went in. SQLite: 160 rows a
     statement (`bulk_insert_ignore`); PostgreSQL: executemany, pipelined by psycopg."""
+    import numpy as np  # only the bulk write paths need it: `status` stays light
+
     n = len(cols[0])
     if name(conn) == SQLITE:
         # Row-major Python values through an object array: int64 becomes int, float64 float.
