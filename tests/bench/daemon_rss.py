@@ -76,7 +76,7 @@ def main() -> None:
     steady = np.array([ms for ms, _ in lat[5:]])  # after the catch-up
     during = np.array([ms for ms, tr in lat[5:] if tr])
     alone = np.array([ms for ms, tr in lat[5:] if not tr])
-    trainings = re.findall(r"training (accepted|rejected|failed) in ([\d.]+)s", text)
+    trainings = re.findall(r"training (?:\S+ )?(accepted|rejected|failed) in ([\d.]+)s", text)
 
     def pct(a: np.ndarray, q: float) -> float | None:
         return round(float(np.percentile(a, q)), 1) if len(a) else None
