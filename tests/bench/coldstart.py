@@ -160,7 +160,7 @@ def cold_start(h: Any, start_ms: int, timeout_s: float) -> dict[str, Any]:
         h.start()
         h.wait_for(lambda: bool(h.query(
             "select 1 from forecasts where model = 'seq2seq' limit 1")),
-            timeout_s, "the first seq2seq forecast")
+            "the first seq2seq forecast", timeout_s)
         now = int(h.clock.now_ms())
         first_s2s = h.query("select min(issued_ts) from forecasts where model = 'seq2seq'")[0][0]
         first_any = h.query("select min(issued_ts) from forecasts")[0][0]
