@@ -73,8 +73,8 @@ def _same_counts(conn: Any, series: Series, rows: _Rows) -> bool:
     """Whether the store holds exactly the candles and empty times of `rows`: candles are
     never changed in place, only added, so equal counts per symbol mean equal rows."""
     have_c, have_e = rows.counts()
-    got_c, got_e = candles.counts(conn, series.exchange, series.timeframe, int(rows.ts[0]),
-                                  int(rows.ts[-1]) + 1)
+    got_c, got_e = candles.counts(conn, series.exchange, series.timeframe, series.symbols,
+                                  int(rows.ts[0]), int(rows.ts[-1]) + 1)
     return all(got_c.get(sym, 0) == have_c[j] and got_e.get(sym, 0) == have_e[j]
                for j, sym in enumerate(series.symbols))
 

@@ -202,23 +202,29 @@ def window_rows(conn: Connection, exchange: str, timeframe: str, symbols: Sequen
             [(r[0], int(r[1])) for r in conn.execute(_WINDOW_EMPTY, p)])
 
 
+# The symbols are named so that the primary key (exchange, symbol, timeframe, ts) bounds the
+# scan to the window: without them SQLite walks every candle of the exchange, a cost that grew
+# with the store on every tick (2.5 ms at 43,000 candles; a year of minutes is 1,000,000).
 _COUNTS = (select(candles.c.symbol, func.count())
            .where(candles.c.exchange == bindparam("exchange"),
+                  candles.c.symbol.in_(bindparam("symbols", expanding=True)),
                   candles.c.timeframe == bindparam("timeframe"),
                   candles.c.ts >= bindparam("start"), candles.c.ts < bindparam("end"))
            .group_by(candles.c.symbol))
 _EMPTY_COUNTS = (select(empty_candles.c.symbol, func.count())
                  .where(empty_candles.c.exchange == bindparam("exchange"),
+                        empty_candles.c.symbol.in_(bindparam("symbols", expanding=True)),
                         empty_candles.c.timeframe == bindparam("timeframe"),
                         empty_candles.c.ts >= bindparam("start"),
                         empty_candles.c.ts < bindparam("end"))
                  .group_by(empty_candles.c.symbol))
 
 
-def counts(conn: Connection, exchange: str, timeframe: str, start: int,
-           end: int) -> tuple[dict[str, int], dict[str, int]]:
+def counts(conn: Connection, exchange: str, timeframe: str, symbols: Sequence[str],
+           start: int, end: int) -> tuple[dict[str, int], dict[str, int]]:
     """(stored candles, known no-trade times) per symbol with start <= ts < end."""
-    p = {"exchange": exchange, "timeframe": timeframe, "start": start, "end": end}
+    p = {"exchange": exchange, "timeframe": timeframe, "symbols": list(symbols),
+         "start": start, "end": end}
     return ({sym: int(n) for sym, n in conn.execute(_COUNTS, p)},
             {sym: int(n) for sym, n in conn.execute(_EMPTY_COUNTS, p)})
 

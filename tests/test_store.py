@@ -582,6 +582,39 @@ def test_scoring_work_does_not_grow_with_the_rows_already_scored(tmp_path: Path)
     assert big < 2 * small + 20, (small, big)
 
 
+def test_the_window_check_reads_the_window_not_the_store(tmp_path: Path) -> None:
+    """The candle window's per-tick check counts the candles of its window: the work must
+    not grow with the candles stored before it (without the symbols in the query, SQLite
+    walked every candle of the exchange, every tick, for as long as the daemon ran; with
+    ANALYZE statistics it may skip-scan instead, but the daemon never runs ANALYZE)."""
+
+    def vm_steps(n_before: int) -> int:
+        s = Store(str(tmp_path / f"c{n_before}.db"))
+        s.open(now_ms=T)
+        data = rows(n_before + 100)
+        with s.write() as conn:
+            for sym in (SYM, "BTC/EUR"):
+                candles.insert(conn, EX, sym, TF, data)
+        start, end = data[n_before][0], data[-1][0] + 1
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0
+
+        with s.read() as conn:
+            raw = conn.connection.driver_connection
+            raw.set_progress_handler(count, 50)
+            got = candles.counts(conn, EX, TF, (SYM, "BTC/EUR"), start, end)
+            raw.set_progress_handler(None, 0)
+        s.close()
+        assert got == ({SYM: 100, "BTC/EUR": 100}, {})
+        return steps[0]
+
+    small, big = vm_steps(500), vm_steps(20_000)
+    assert big < 2 * small + 20, (small, big)
+
+
 def test_a_wal_checkpoint_folds_and_truncates_the_wal(tmp_path: Path) -> None:
     s = Store(str(tmp_path / "w.db"))
     s.open(now_ms=T)
