@@ -14,6 +14,7 @@ import pytest
 
 from daemon.cli import main
 from daemon.clock import parse_time
+from storage import Store
 from tests.emulator import Candle, ExchangeEmulator, hourly_onto_minutes, load_csv
 from tests.helpers import DAYS, HOURLY, MINUTE, T0
 
@@ -42,6 +43,15 @@ def pair(hourly: dict[str, list[Candle]]) -> dict[str, list[Candle]]:
         i = next(k for k, r in enumerate(rows) if r[0] >= parse_time("2020-01-01"))
         out[s] = rows[i:i + 700]
     return out
+
+
+@pytest.fixture
+def stores() -> Iterator[list[Store]]:
+    """Stores a test opens (tests.helpers.stores.new_store); closed at its end."""
+    made: list[Store] = []
+    yield made
+    for s in made:
+        s.close()
 
 
 @pytest.fixture

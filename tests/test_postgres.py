@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from storage import (
 from storage.forecasts import ForecastRow, score
 from storage.forecasts import insert as insert_forecasts
 from tests.helpers import ROOT
+from tests.helpers.stores import new_store
 
 EX, TF, STEP = "bitstamp", "1m", 60_000
 T = 1_700_000_040_000
@@ -58,17 +59,8 @@ def wait_for(cond: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S)
         time.sleep(0.02)
 
 
-@pytest.fixture
-def stores() -> Iterator[list[Store]]:
-    made: list[Store] = []
-    yield made
-    for s in made:
-        s.close()
-
-
 def opened(stores: list[Store], url: str, **kw: Any) -> Store:
-    s = Store(url, **kw)
-    stores.append(s)
+    s = new_store(stores, url, **kw)
     s.open(now_ms=T)
     return s
 

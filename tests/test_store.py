@@ -9,8 +9,9 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import CheckConstraint, UniqueConstraint, insert, inspect, text
@@ -21,29 +22,16 @@ from storage import checkpoints as ckpts
 from storage.forecasts import ForecastRow, score
 from storage.forecasts import insert as insert_forecasts
 from storage.schema import schema_version
+from tests.helpers.stores import new_store
 
 EX, SYM, TF, STEP = "bitstamp", "BTC/USD", "1m", 60_000
 T = 1_700_000_040_000  # a minute boundary
+T_ = TypeVar("T_")
 
 
 def rows(n: int, start: int = T, price: float = 100.0) -> list[tuple[int, float, float, float, float, float]]:
     return [(start + i * STEP, price + i, price + i + 2, price + i - 2, price + i + 1, 1.5)
             for i in range(n)]
-
-
-@pytest.fixture
-def stores() -> Iterator[list[Store]]:
-    """Stores a test opens; closed at its end (PostgreSQL connections must not leak)."""
-    made: list[Store] = []
-    yield made
-    for s in made:
-        s.close()
-
-
-def new_store(stores: list[Store], url: str, **kw: object) -> Store:
-    s = Store(url, **kw)  # type: ignore[arg-type]
-    stores.append(s)
-    return s
 
 
 @pytest.fixture
@@ -543,6 +531,24 @@ def test_scoring_work_does_not_grow_with_the_rows_already_scored_postgresql(
     assert big < 2 * small + 20, (small, big)
 
 
+def _vm_steps(conn: Any, work: Callable[[], T_]) -> tuple[int, T_]:
+    """SQLite virtual-machine steps (in units of 50) that `work` takes on `conn`, and its
+    result: a measure of how many rows a statement walks that no machine's speed changes."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    raw = conn.connection.driver_connection
+    raw.set_progress_handler(count, 50)
+    try:
+        got = work()
+    finally:
+        raw.set_progress_handler(None, 0)
+    return steps[0], got
+
+
 def test_scoring_work_does_not_grow_with_the_rows_already_scored(tmp_path: Path) -> None:
     """A daemon scores every tick for months: the work must follow the unscored rows,
     not the millions scored before (a planner choice once made it walk them all)."""
@@ -550,33 +556,12 @@ def test_scoring_work_does_not_grow_with_the_rows_already_scored(tmp_path: Path)
     def vm_steps(n_scored: int) -> int:
         s = Store(str(tmp_path / f"s{n_scored}.db"))
         s.open(now_ms=T)
-        data = rows(n_scored + 10)
-        old = [ForecastRow("naive", "naive-1", EX, SYM, TF, c[0], c[0] + STEP, 1, c[4], None,
-                           None, T) for c in data[:n_scored]]
-        new = [ForecastRow("naive", "naive-1", EX, SYM, TF, c[0], c[0] + STEP, 1, c[4], None,
-                           None, T) for c in data[n_scored:]]
-        now = data[-1][0] + STEP
+        now = _fill_for_scoring(s, n_scored)
         with s.write() as conn:
-            candles.insert(conn, EX, SYM, TF, data[:n_scored + 1])
-            insert_forecasts(conn, old)
-            assert score(conn, now, TF, STEP) == n_scored
-            conn.exec_driver_sql("ANALYZE")  # as a long-lived store may have been
-        with s.write() as conn:
-            insert_forecasts(conn, new)
-            candles.insert(conn, EX, SYM, TF, data[n_scored + 1:])
-        steps = [0]
-
-        def count() -> int:
-            steps[0] += 1
-            return 0
-
-        with s.write() as conn:
-            raw = conn.connection.driver_connection
-            raw.set_progress_handler(count, 50)
-            assert score(conn, now + 20 * STEP, TF, STEP) == 9  # the last target never closes
-            raw.set_progress_handler(None, 0)
+            steps, scored = _vm_steps(conn, lambda: score(conn, now + 20 * STEP, TF, STEP))
         s.close()
-        return steps[0]
+        assert scored == 9  # the last target never closes
+        return steps
 
     small, big = vm_steps(500), vm_steps(20_000)
     assert big < 2 * small + 20, (small, big)
@@ -596,20 +581,12 @@ def test_the_window_check_reads_the_window_not_the_store(tmp_path: Path) -> None
             for sym in (SYM, "BTC/EUR"):
                 candles.insert(conn, EX, sym, TF, data)
         start, end = data[n_before][0], data[-1][0] + 1
-        steps = [0]
-
-        def count() -> int:
-            steps[0] += 1
-            return 0
-
         with s.read() as conn:
-            raw = conn.connection.driver_connection
-            raw.set_progress_handler(count, 50)
-            got = candles.counts(conn, EX, TF, (SYM, "BTC/EUR"), start, end)
-            raw.set_progress_handler(None, 0)
+            steps, got = _vm_steps(conn, lambda: candles.counts(
+                conn, EX, TF, (SYM, "BTC/EUR"), start, end))
         s.close()
         assert got == ({SYM: 100, "BTC/EUR": 100}, {})
-        return steps[0]
+        return steps
 
     small, big = vm_steps(500), vm_steps(20_000)
     assert big < 2 * small + 20, (small, big)

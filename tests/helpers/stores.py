@@ -9,8 +9,16 @@ from typing import Any
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 
-from storage import dialect
+from storage import Store, dialect
 from storage.copying import TABLES
+
+
+def new_store(made: list[Store], url: str, **kw: Any) -> Store:
+    """A Store the test closes at its end through the `stores` fixture (PostgreSQL
+    connections must not leak between tests)."""
+    s = Store(url, **kw)
+    made.append(s)
+    return s
 
 
 def engine_for(url: str | Path) -> Any:
