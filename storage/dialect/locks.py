@@ -7,6 +7,8 @@ import fcntl
 import hashlib
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,15 +69,8 @@ def lock_is_held(url: str) -> bool:
     on PostgreSQL a writer lock of any exchange and timeframe in that database (for
     `tickcast status` and `copy-store`)."""
     if backend(url) == POSTGRESQL:
-        conn = _pg_raw_connect(url, application_name="tickcast-status")
-        try:
+        with _pg_reader(url, "reading the writer locks") as conn:
             return bool(conn.execute(_PG_ANY_WRITER, (_APP_PREFIX + "%",)).fetchone()[0])
-        except Exception as e:
-            if type(e).__module__.split(".")[0] == "psycopg":
-                raise translate_error(e, "reading the writer locks") from e
-            raise
-        finally:
-            conn.close()
     return _file_lock_holder(url) is not None
 
 
@@ -216,7 +211,7 @@ class PgAdvisoryLock(WriterLock):
             conn.close()
             if isinstance(e, StorageError):
                 raise
-            if type(e).__module__.split(".")[0] == "psycopg":
+            if _is_psycopg(e):
                 raise translate_error(e, "taking the writer lock") from e
             raise
         self._conn = conn
@@ -278,6 +273,25 @@ def _pg_raw_connect(url: str, *, application_name: str, lock: bool = False) -> A
         raise translate_error(e, "connecting to the store") from e
 
 
+def _is_psycopg(e: BaseException) -> bool:
+    return type(e).__module__.split(".")[0] == "psycopg"
+
+
+@contextmanager
+def _pg_reader(url: str, what: str) -> Iterator[Any]:
+    """A short connection of its own for reading the lock table (status, copy-store);
+    driver errors come out as storage errors."""
+    conn = _pg_raw_connect(url, application_name="tickcast-status")
+    try:
+        yield conn
+    except Exception as e:
+        if _is_psycopg(e):
+            raise translate_error(e, what) from e
+        raise
+    finally:
+        conn.close()
+
+
 def _pg_holder(conn: Any, key: int) -> str | None:
     row = conn.execute(_PG_HOLDER, _key_halves(key)).fetchone()
     if row is None:
@@ -306,13 +320,6 @@ def acquire_writer_lock(url: str, exchange: str, timeframe: str) -> WriterLock:
 def writer_lock_holder(url: str, exchange: str, timeframe: str) -> str | None:
     """Who holds the writer lock ("host H pid P"), or None (for `tickcast status`)."""
     if backend(url) == POSTGRESQL:
-        conn = _pg_raw_connect(url, application_name="tickcast-status")
-        try:
+        with _pg_reader(url, "reading the writer lock") as conn:
             return _pg_holder(conn, writer_lock_key(exchange, timeframe))
-        except Exception as e:
-            if type(e).__module__.split(".")[0] == "psycopg":
-                raise translate_error(e, "reading the writer lock") from e
-            raise
-        finally:
-            conn.close()
     return _file_lock_holder(url)
