@@ -14,7 +14,14 @@ import pytest
 from daemon import settings, wiring
 from storage import Store
 from tests.emulator import ExchangeEmulator
-from tests.helpers import COLS, SCRIPT_CFG, emulator_config, write_config, write_data
+from tests.helpers import (
+    COLS,
+    SCRIPT_CFG,
+    emulator_config,
+    kill_9_once,
+    write_config,
+    write_data,
+)
 from tests.helpers.stores import candle_times, dump, no_duplicate_forecasts, query
 
 HEADER = "ts_ms,open,high,low,close,volume"
@@ -142,11 +149,10 @@ def test_replay_refuses_the_live_postgresql_store_as_its_out(
 
 def test_a_replay_into_postgresql_killed_and_restarted_ends_with_the_clean_rows(
         pg_url: str, tmp_path: Path, pair: dict[str, list[Any]]) -> None:
-    import signal
     import subprocess
     import sys
 
-    from tests.helpers import ROOT, env_without, run_subprocess, wait_until
+    from tests.helpers import ROOT, env_without, run_subprocess
 
     files = [str(f) for f in write_data(tmp_path, pair, 460)]
     cfg = str(write_config(tmp_path / "c.toml", SCRIPT_CFG))
@@ -165,14 +171,7 @@ def test_a_replay_into_postgresql_killed_and_restarted_ends_with_the_clean_rows(
     proc = subprocess.Popen([sys.executable, "-m", "daemon", *args, "--out", pg_url],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=env_without(), cwd=ROOT)
-    try:
-        wait_until(lambda: ticks() >= total // 3 or proc.poll() is not None,
-                   f"{total // 3} of {total} ticks committed", timeout=600, every=0.01)
-        assert proc.poll() is None, "the replay ended before the kill; it proves nothing"
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_9_once(proc, lambda: ticks() >= total // 3, f"{total // 3} of {total} ticks committed")
     assert ticks() < total
     p = run_subprocess(*args, "--out", pg_url, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]

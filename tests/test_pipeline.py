@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -30,10 +29,10 @@ from tests.helpers import (
     T0,
     env_without,
     issued_ticks,
+    kill_9_once,
     make_input,
     rows,
     small_cfg,
-    wait_until,
     write_config,
     write_data,
 )
@@ -334,14 +333,8 @@ def test_a_replay_killed_with_sigkill_and_restarted_ends_with_the_same_rows(
     for kill_at in (total // 4, total // 2, 3 * total // 4):
         proc = subprocess.Popen([*base, "--out", str(killed)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
-        try:
-            wait_until(lambda k=kill_at, p=proc: issued_ticks(killed) >= k or p.poll() is not None,
-                       f"{kill_at} of {total} ticks committed", timeout=600, every=0.01)
-            assert proc.poll() is None, "the replay ended before the kill; it proves nothing"
-            proc.send_signal(signal.SIGKILL)
-        finally:
-            proc.kill()
-            proc.wait()
+        kill_9_once(proc, lambda k=kill_at: issued_ticks(killed) >= k,
+                    f"{kill_at} of {total} ticks committed")
         assert issued_ticks(killed) < total, "killed after the last tick; it proves nothing"
     p = subprocess.run([*base, "--out", str(killed)], capture_output=True, text=True, env=env,
                        cwd=ROOT, timeout=600)

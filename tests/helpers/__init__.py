@@ -8,6 +8,7 @@ never from one another; `conftest.py` holds the fixtures.
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -53,6 +54,18 @@ def wait_until(cond: Callable[[], bool], what: str, *, timeout: float = 120.0,
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n"
                                  f"{on_timeout()}")
         time.sleep(every)
+
+
+def kill_9_once(proc: subprocess.Popen[Any], reached: Callable[[], bool], what: str) -> None:
+    """SIGKILL `proc` as soon as `reached()` holds: a point the test observes, never a
+    sleep. Fails if the process ended first, since a kill after the end proves nothing."""
+    try:
+        wait_until(lambda: reached() or proc.poll() is not None, what, timeout=600, every=0.01)
+        assert proc.poll() is None, "the replay ended before the kill; it proves nothing"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # -- configuration and processes -----------------------------------------------------------
