@@ -17,7 +17,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import errors, logs, settings
+from daemon.config import settings
+from daemon.core import errors, logs
 
 log = logging.getLogger("tickcast")
 
@@ -79,7 +80,7 @@ def _add_globals(p: argparse.ArgumentParser, *, sub: bool) -> None:
 
 
 def _time_arg(text: str) -> int:
-    from .clock import parse_time
+    from daemon.core.clock import parse_time
 
     try:
         return parse_time(text)
@@ -193,47 +194,47 @@ def _cmd_run(args: argparse.Namespace, cfg: settings.Settings) -> int:
     import signal
 
     signal.signal(signal.SIGTERM, _stop_during_start_up)
-    from .service import run
+    from daemon.live.service import run
 
     return run(cfg)
 
 
 def _cmd_backfill(args: argparse.Namespace, cfg: settings.Settings) -> int:
-    from .commands import backfill_command
+    from daemon.commands.dispatch import backfill_command
 
     return backfill_command(cfg, args.since, args.until)
 
 
 def _cmd_import(args: argparse.Namespace, cfg: settings.Settings) -> int:
-    from .readahead import prefetch
+    from daemon.files.readahead import prefetch
 
     # The first file starts inflating on another core while pandas and SQLAlchemy import.
     first = prefetch(args.files[0])
-    from .commands import import_command
+    from daemon.commands.dispatch import import_command
 
     return import_command(cfg, args.files, args.symbol, args.exchange, args.timeframe, first)
 
 
 def _cmd_replay(args: argparse.Namespace, cfg: settings.Settings) -> int:
-    from .commands import replay_command
+    from daemon.commands.dispatch import replay_command
 
     return replay_command(cfg, args)
 
 
 def _cmd_report(args: argparse.Namespace, cfg: settings.Settings) -> int:
-    from .commands import report_command
+    from daemon.commands.dispatch import report_command
 
     return report_command(cfg, args.since, args.plot, args.json)
 
 
 def _cmd_status(args: argparse.Namespace, cfg: settings.Settings) -> int:
-    from .status import status_command
+    from daemon.commands.status import status_command
 
     return status_command(cfg, args.json)
 
 
 def _cmd_copy_store(args: argparse.Namespace, cfg: settings.Settings) -> int:
-    from .copystore import copy_store_command
+    from daemon.commands.copy_store import copy_store_command
 
     return copy_store_command(cfg, args.to)
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+from daemon.config.settings import Settings
+from daemon.core import crashpoints
+from daemon.core.series import Series
 from storage import StorageError, Store, dialect
 
-from . import crashpoints
-from .series import Series
-from .settings import Settings
-
 if TYPE_CHECKING:
-    from .ccxt_source import CcxtSource
-    from .models import ModelSet
+    from daemon.pipeline.modelset import ModelSet
+    from daemon.sources.exchange import CcxtSource
 
 
 def open_store(url: str, now_ms: int, *, read_only: bool = False, durable: bool = True,
@@ -55,7 +54,7 @@ def open_configured_store(cfg: Settings, now_ms: int, *, read_only: bool = False
 def make_source(cfg: Settings, *, stop: threading.Event | None = None,
                 call_budget_s: float | None = None) -> CcxtSource:
     """The configured exchange; raises ConfigError for an id ccxt does not know."""
-    from .ccxt_source import CcxtSource
+    from daemon.sources.exchange import CcxtSource
 
     ex = cfg.exchange
     return CcxtSource(ex.id, api_url=ex.api_url, timeout_ms=ex.timeout_ms,
@@ -66,7 +65,7 @@ def make_source(cfg: Settings, *, stop: threading.Event | None = None,
 def make_models(cfg: Settings, series: Series) -> ModelSet:
     """The models `model.models` names for a series. Raises ConfigError for an unknown
     model or a device that is not there."""
-    from .models import ModelSet
+    from daemon.pipeline.modelset import ModelSet
 
     return ModelSet(cfg, series)
 

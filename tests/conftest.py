@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from daemon.cli import main
-from daemon.clock import parse_time
+from daemon.core.clock import parse_time
 from storage import Store
 from tests.emulator import Candle, ExchangeEmulator, hourly_onto_minutes, load_csv
 from tests.helpers import DAYS, HOURLY, MINUTE, T0

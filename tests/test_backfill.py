@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from daemon.ccxt_source import CcxtSource
-from daemon.clock import iso
-from daemon.ingest import poll
-from daemon.series import Series
-from daemon.source import RetryLater
+from daemon.core.clock import iso
+from daemon.core.series import Series
+from daemon.pipeline.ingest import poll
+from daemon.pipeline.source import RetryLater
+from daemon.sources.exchange import CcxtSource
 from storage import Store, candles
 from tests.emulator import ExchangeEmulator, load_csv
 from tests.helpers import GAPPY_MINUTES, MINUTE, T0, emulator_config, wait_until
@@ -231,7 +231,7 @@ def test_errors_that_retrying_cannot_fix_exit_78(tmp_path: Path, emulator: Excha
 
 
 def test_a_stop_request_interrupts_the_backoff(emulator: ExchangeEmulator) -> None:
-    from daemon.source import Stopping
+    from daemon.pipeline.source import Stopping
 
     stop = threading.Event()
     src = CcxtSource("bitstamp", api_url=emulator.base_url, rate_limit=False, max_retries=50,

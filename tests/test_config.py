@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from daemon import settings, settings_values
-from daemon.errors import ConfigError
-from daemon.series import Series
+from daemon.config import settings
+from daemon.config import values as settings_values
+from daemon.core.errors import ConfigError
+from daemon.core.series import Series
 from tests.helpers import run_subprocess, write_config
 
 

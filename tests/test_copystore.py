@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from daemon import replay
+from daemon.commands import replay
 from storage import Store, candles, dialect, migrations, runs
 from tests.helpers import HOURLY, make_input, run_subprocess, small_cfg
 from tests.helpers.stores import dump, query

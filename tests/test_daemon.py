@@ -220,7 +220,7 @@ def test_invalid_config_exits_78_naming_the_key(tmp_path: Path) -> None:
 
 
 def test_state_directory_holds_the_store_by_default(tmp_path: Path) -> None:
-    from daemon import settings
+    from daemon.config import settings
 
     cfg = settings.load(None, env={"STATE_DIRECTORY": str(tmp_path)})
     assert cfg.storage.url == f"sqlite:///{tmp_path / 'tickcast.db'}"
@@ -266,8 +266,8 @@ def test_ticks_fired_together_run_one_at_a_time_and_none_is_lost(
     and the ones that found a tick running make it go round once more."""
     import torch
 
-    from daemon import settings
-    from daemon.service import Daemon
+    from daemon.config import settings
+    from daemon.live.service import Daemon
 
     torch_threads = torch.get_num_threads()
     h = DaemonHarness(tmp_path, minutes, watchdog_usec=None)

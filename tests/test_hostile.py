@@ -16,11 +16,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon import settings as cfgmod
-from daemon.errors import ConfigError
-from daemon.importer import import_file
-from daemon.logs import _Formatter
-from daemon.validate import check, check_rows
+from daemon.config import settings as cfgmod
+from daemon.core.errors import ConfigError
+from daemon.core.logs import _Formatter
+from daemon.core.validate import check, check_rows
+from daemon.files.importer import import_file
 from storage import Store
 from tests.helpers import ROOT
 

@@ -301,9 +301,9 @@ class _Models:
 
 
 def _metrics(now: int) -> Any:
-    from daemon.clock import SimClock
-    from daemon.metrics import DaemonMetrics
-    from daemon.series import Series
+    from daemon.core.clock import SimClock
+    from daemon.core.series import Series
+    from daemon.live.metrics import DaemonMetrics
 
     return DaemonMetrics(series=Series("bitstamp", ("BTC/USD", "BTC/EUR"), "1m"),
                          models=_Models(), ticker=_Ticker(), clock=SimClock(now), speed=1.0,
@@ -320,9 +320,9 @@ def _samples(registry: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
 
 
 def test_health_follows_ticks_and_lags() -> None:
-    from daemon.clock import monotonic
-    from daemon.ingest import IngestStats
-    from daemon.pipeline import TickReport
+    from daemon.core.clock import monotonic
+    from daemon.pipeline.ingest import IngestStats
+    from daemon.pipeline.tick import TickReport
 
     now = 1_700_000_000_000 - 1_700_000_000_000 % 60_000 + 3_000
     m = _metrics(now)
@@ -348,9 +348,9 @@ def test_health_follows_ticks_and_lags() -> None:
 
 
 def test_counters_follow_reports_and_training_outcomes() -> None:
-    from daemon.ingest import IngestStats
-    from daemon.models import TrainOutcome
-    from daemon.pipeline import TickReport
+    from daemon.pipeline.ingest import IngestStats
+    from daemon.pipeline.modelset import TrainOutcome
+    from daemon.pipeline.tick import TickReport
     from forecaster.base import TrainStats
 
     now = 1_700_000_040_000
@@ -392,8 +392,8 @@ def test_counters_follow_reports_and_training_outcomes() -> None:
 
 
 def test_listen_addresses_are_checked() -> None:
-    from daemon import settings
-    from daemon.errors import ConfigError
+    from daemon.config import settings
+    from daemon.core.errors import ConfigError
 
     for good in ("", "127.0.0.1:9464", "localhost:0", "[::1]:9464", "0.0.0.0:80"):
         assert settings.load(None, env={}, overrides={"metrics.listen": good}).metrics.listen == good
@@ -405,8 +405,8 @@ def test_listen_addresses_are_checked() -> None:
 
 
 def test_a_busy_port_is_temporary_and_an_unknown_host_a_config_error() -> None:
-    from daemon.errors import ConfigError, TemporaryFailure, exit_code_for
-    from daemon.exporter import bind
+    from daemon.core.errors import ConfigError, TemporaryFailure, exit_code_for
+    from daemon.live.exporter import bind
 
     server = bind("127.0.0.1:0")
     try:

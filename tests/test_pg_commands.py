@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from daemon import settings, wiring
+from daemon import wiring
+from daemon.config import settings
 from storage import Store
 from tests.emulator import ExchangeEmulator
 from tests.helpers import (

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from daemon import replay
-from daemon.backfill import Span, backfill_symbol
-from daemon.ccxt_source import CcxtSource
-from daemon.models import ModelSet
-from daemon.pipeline import Pipeline
-from daemon.series import Series
+from daemon.commands import replay
+from daemon.commands.backfill import Span, backfill_symbol
+from daemon.core.series import Series
+from daemon.pipeline.modelset import ModelSet
+from daemon.pipeline.tick import Pipeline
+from daemon.sources.exchange import CcxtSource
 from storage import Store
 from tests.emulator import ExchangeEmulator
 from tests.helpers import (
@@ -116,7 +116,7 @@ def test_the_history_kept_between_ticks_gives_the_rows_of_fresh_reads(
     """The in-memory window (read only what is new each tick) must be invisible in the
     rows: a replay that reads every history afresh from the store gives the same forecasts,
     also around a missing candle that gets filled as a confirmed no-trade candle."""
-    from daemon import history
+    from daemon.pipeline import history
 
     inp = make_input(pair, 430, drop={"BTC/EUR": [352, 353]})
     start = pair["BTC/USD"][330][0]
@@ -257,8 +257,8 @@ class _Shy(_Double):
 
 def test_after_a_rejected_first_training_the_next_attempt_comes_within_a_few_candles(
         tmp_path: Path, pair: dict[str, list[Any]], monkeypatch: pytest.MonkeyPatch) -> None:
-    from daemon import models
-    from daemon.pipeline import FIRST_RETRY
+    from daemon.pipeline import modelset as models
+    from daemon.pipeline.tick import FIRST_RETRY
 
     monkeypatch.setitem(models.REGISTRY, "shy", lambda cfg, series: _Shy())
     out = tmp_path / "shy.db"
@@ -274,7 +274,7 @@ def test_after_a_rejected_first_training_the_next_attempt_comes_within_a_few_can
 
 def test_a_model_added_through_the_config_is_learned_forecast_and_stored(
         tmp_path: Path, pair: dict[str, list[Any]], monkeypatch: pytest.MonkeyPatch) -> None:
-    from daemon import models
+    from daemon.pipeline import modelset as models
 
     monkeypatch.setitem(models.REGISTRY, "double", lambda cfg, series: _Double())
     out = tmp_path / "double.db"
@@ -302,7 +302,7 @@ def test_a_model_added_through_the_config_is_learned_forecast_and_stored(
 
 def test_report_since_matches_a_filtered_computation(full_run: tuple[Path, Any],
                                                      pair: dict[str, list[Any]]) -> None:
-    from daemon.report import accuracy
+    from daemon.commands.report import accuracy
 
     out, _ = full_run
     since = pair["BTC/USD"][500][0]
@@ -351,7 +351,7 @@ def test_a_replay_killed_with_sigkill_and_restarted_ends_with_the_same_rows(
 
 def test_replay_refuses_the_live_store_and_another_replays_store(
         tmp_path: Path, pair: dict[str, list[Any]]) -> None:
-    from daemon.errors import UsageError
+    from daemon.core.errors import UsageError
 
     live = tmp_path / "live.db"
     with pytest.raises(UsageError, match="live store"):

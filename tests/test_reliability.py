@@ -20,13 +20,15 @@ from typing import Any
 
 import pytest
 
-from daemon import crashpoints, history, replay
-from daemon.ccxt_calls import cool_down_after
-from daemon.ccxt_source import CcxtSource
-from daemon.clock import SimClock
-from daemon.models import ModelSet
-from daemon.pipeline import Pipeline
-from daemon.series import Series
+from daemon.commands import replay
+from daemon.core import crashpoints
+from daemon.core.clock import SimClock
+from daemon.core.series import Series
+from daemon.pipeline import history
+from daemon.pipeline.modelset import ModelSet
+from daemon.pipeline.tick import Pipeline
+from daemon.sources.calls import cool_down_after
+from daemon.sources.exchange import CcxtSource
 from storage import SCHEMA_VERSION, StorageError, Store
 from tests.emulator import ExchangeEmulator
 from tests.helpers import (
@@ -184,7 +186,7 @@ def test_a_crash_point_that_does_not_exist_is_refused_on_both_sides() -> None:
     """A typo in TICKCAST_CRASH_AT would never crash, and the test using it would prove
     nothing; a typo in the code would never be reached."""
     code = (f"import os; os.environ[{crashpoints.ENV!r}] = 'after-candle-commit:3'\n"
-            "from daemon import crashpoints\n"
+            "from daemon.core import crashpoints\n"
             "crashpoints.hit('mid-migration')\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                        env=env_without(), timeout=60)
@@ -384,7 +386,7 @@ def test_credentials_or_symbol_refused_exit_78_without_a_restart_loop(
 
 
 def test_garbage_answers_are_retried_never_stored(tmp_path: Path, emulator: ExchangeEmulator) -> None:
-    from daemon.ingest import poll
+    from daemon.pipeline.ingest import poll
 
     s = Store(str(tmp_path / "g.db"))
     now = emulator.now_ms()

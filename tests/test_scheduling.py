@@ -13,8 +13,8 @@ from datetime import datetime, tzinfo
 import apscheduler.schedulers.base
 import pytest
 
-from daemon.clock import ScaledClock
-from daemon.scheduling import DaemonSchedule
+from daemon.core.clock import ScaledClock
+from daemon.live.scheduling import DaemonSchedule
 from tests.helpers import T0, wait_until
 
 

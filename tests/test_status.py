@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from daemon import wiring
-from daemon.status import duration
+from daemon.commands.status import duration
 from storage import SCHEMA_VERSION, SchemaTooOld, StorageError, Store, migrations
 from tests.helpers import HOURLY, ROOT
 

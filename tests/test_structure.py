@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import errors, timeframes
+from daemon.core import errors, timeframes
 from tests.helpers import ROOT
 
 PACKAGES = ("daemon", "storage", "forecaster")
@@ -120,7 +120,7 @@ def test_timeframes_refuse_what_is_not_a_candle_length(tf: str) -> None:
 
 
 def test_every_error_maps_to_its_exit_code_in_one_place() -> None:
-    from daemon.source import RetryLater
+    from daemon.pipeline.source import RetryLater
     from storage import (
         SchemaTooNew,
         StorageError,
@@ -139,7 +139,7 @@ def test_every_error_maps_to_its_exit_code_in_one_place() -> None:
     assert errors.exit_code_for(RuntimeError("a bug")) is None
     assert errors.exit_code_for(SystemExit(0)) is None
     # Nothing else picks a failure code: code returns EXIT_OK or asks exit_code_for.
-    sources = "".join(p.read_text() for p in (ROOT / "daemon").glob("*.py")
+    sources = "".join(p.read_text() for p in (ROOT / "daemon").rglob("*.py")
                       if p.name != "errors.py")
     assert re.findall(r"EXIT_(?:USAGE|DATAERR|IOERR|TEMPFAIL|CONFIG|INTERRUPTED)", sources) == []
 

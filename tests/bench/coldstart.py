@@ -141,7 +141,7 @@ def _harness() -> Any:
 def daemon_model() -> dict[str, Any]:
     """The shipped [model] defaults, then Part A's sizes. Every key is written because the
     harness's own overrides are the test suite's toy sizes, not what a user runs."""
-    from daemon import settings
+    from daemon.config import settings
 
     model = {k.name: k.default for k in settings.KEYS if k.section == "model"
              and k.name not in ("checkpoint_dir", "device")}

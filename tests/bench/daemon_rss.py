@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from _common import ROOT, emit
 
-from daemon.clock import ScaledClock
+from daemon.core.clock import ScaledClock
 from tests.emulator import ExchangeEmulator, hourly_onto_minutes, load_csv
 from tests.helpers import write_config
 

@@ -27,8 +27,9 @@ from pathlib import Path
 
 from _common import ROOT, emit, peak_rss_mb
 
-from daemon import commands, settings
-from daemon.importer import import_file
+from daemon.commands import dispatch as commands
+from daemon.config import settings
+from daemon.files.importer import import_file
 from storage import Store, candles
 from tests.emulator import ExchangeEmulator, hourly_onto_minutes, load_csv
 

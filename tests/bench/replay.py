@@ -32,9 +32,11 @@ from typing import Any
 
 from _common import ROOT, emit, peak_rss_mb
 
-from daemon import replay, replay_data, settings
-from daemon.clock import parse_time
-from daemon.report import accuracy, table
+from daemon.commands import replay
+from daemon.commands.report import accuracy, table
+from daemon.config import settings
+from daemon.core.clock import parse_time
+from daemon.files import replay_data
 from storage import Store
 
 PROTOCOL = {"model.lookback": 48, "model.train_window": 1500, "model.retrain_every": 48,
@@ -89,7 +91,9 @@ class Timers:
 
 
 def instrument() -> Timers:
-    from daemon import history, models, pipeline
+    from daemon.pipeline import history
+    from daemon.pipeline import modelset as models
+    from daemon.pipeline import tick as pipeline
     from forecaster import baselines, calibration, scaling, seq2seq
     from storage import forecasts
 

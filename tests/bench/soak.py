@@ -18,9 +18,11 @@ from typing import Any
 
 from _common import emit, peak_rss_mb
 
-from daemon import replay, replay_data, settings
-from daemon.clock import parse_time
-from daemon.pipeline import TickReport
+from daemon.commands import replay
+from daemon.config import settings
+from daemon.core.clock import parse_time
+from daemon.files import replay_data
+from daemon.pipeline.tick import TickReport
 from storage import Store, dialect
 
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 from _common import emit, peak_rss_mb
 
-from daemon import replay_data, settings
-from daemon.clock import parse_time
-from daemon.models import ModelSet
-from daemon.pipeline import Pipeline
+from daemon.config import settings
+from daemon.core.clock import parse_time
+from daemon.files import replay_data
+from daemon.pipeline.modelset import ModelSet
+from daemon.pipeline.tick import Pipeline
 from storage import Store
 
 

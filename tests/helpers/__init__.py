@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from daemon import replay_data, settings
-from daemon.clock import parse_time
+from daemon.config import settings
+from daemon.core.clock import parse_time
+from daemon.files import replay_data
 from tests.emulator import ExchangeEmulator
 
 ROOT = Path(__file__).resolve().parents[2]

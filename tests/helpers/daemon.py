@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon.clock import ScaledClock
+from daemon.core.clock import ScaledClock
 from tests.emulator import ExchangeEmulator
 from tests.helpers import MINUTE, ROOT, T0, env_without, write_config
 

@@ -1,0 +1,1 @@
+"""Settings: the keys, their checks, the TOML / environment / flag loader."""

@@ -1,0 +1,1 @@
+"""Data files: names, the CSV reader, read-ahead, the import of one file, replay inputs."""

@@ -1,0 +1,1 @@
+"""Candle sources: the exchange through ccxt (the only importer of ccxt)."""
