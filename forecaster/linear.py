@@ -49,6 +49,7 @@ PENALTIES = (1e-4, 1e-2, 1.0, 1e2, 1e6)  # ridge penalty per window, on standard
 CLIP = 8.0
 VAL_FRACTION = 0.2
 MIN_WINDOWS = 200
+CONTEXT_MARGIN = 32
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,9 @@ class Linear:
         self.step_ms = step_ms
         self.horizons = sorted(set(horizons))
         self.lags = lags
-        self.context = lags + 1
+        # lags + 1 candles are read; the rest is margin: the store fills a confirmed no-trade
+        # run only after a stored candle inside the slice it hands out.
+        self.context = lags + 1 + CONTEXT_MARGIN
         self._fit: LinearFit | None = None
 
     @property
@@ -163,10 +166,10 @@ class Linear:
         missing = [k for k in horizons if k not in self.horizons]
         if missing:
             raise ValueError(f"linear was fitted for horizons {self.horizons}, not {missing}")
-        h = history.tail(self.context)
-        x = features(h.close, self.lags)[-1] if len(h) == self.context else None
+        h = history.tail(self.lags + 1)
+        x = features(h.close, self.lags)[-1] if len(h) == self.lags + 1 else None
         if x is None or not np.all(np.isfinite(x)):
-            raise NotEnoughData(f"the last {self.context} candles of every symbol are needed")
+            raise NotEnoughData(f"the last {self.lags + 1} candles of every symbol are needed")
         z = np.clip(x / f.scale, -CLIP, CLIP)
         last = h.close[-1]
         out = []

@@ -449,3 +449,17 @@ def test_report_prints_the_table_writes_json_and_draws_the_plot(
     assert data["since"] == "2020-01-20T00:00:00Z"
     assert {r["model"] for r in data["rows"]} == {"seq2seq", "naive", "drift", "linear"}
     assert all(r["first_issued_ts"] >= 1579478400000 for r in data["rows"])
+
+
+def test_linear_forecasts_right_after_a_confirmed_no_trade_gap(tmp_path: Path,
+                                                              pair: dict[str, list[Any]]) -> None:
+    """Two BTC/EUR candles missing (no trades, confirmed when the next one arrives) are
+    filled flat inside the slice a model reads only after a stored candle: `linear` reads
+    more than its last three candles so that the very next issue times still forecast."""
+    inp = make_input(pair, 400, drop={"BTC/EUR": [340, 341]})
+    out = tmp_path / "gap.db"
+    replay.run(small_cfg(), inp, start=pair["BTC/USD"][330][0], end=None, out=str(out),
+               show_progress=False)
+    issued = {r[5] for r in rows(out, "model = 'linear'")}
+    for k in (342, 343, 344):
+        assert pair["BTC/EUR"][k][0] in issued, k

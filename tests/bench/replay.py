@@ -94,20 +94,22 @@ def instrument() -> Timers:
     from daemon.pipeline import history
     from daemon.pipeline import modelset as models
     from daemon.pipeline import tick as pipeline
-    from forecaster import baselines, calibration, scaling, seq2seq
+    from forecaster import baselines, calibration, evidence, linear, scaling, seq2seq, training
     from storage import forecasts
 
     t = Timers()
     s2s = seq2seq.Seq2SeqForecaster
     t.wrap(models.ModelSet, "train", "retrain, all of it")
-    t.wrap(s2s, "_train", "  training steps")
-    t.wrap(s2s, "_predict", "  validation forecasts (trained and kept network)")
-    t.wrap(s2s, "_predict_raw", "  validation of the current model")
+    t.wrap(training, "fit", "  training steps")
+    t.wrap(training, "predict", "  validation and record forecasts (every candidate)")
     t.wrap(scaling.Normaliser, "fit", "  volatility prior and scales fit")
-    t.wrap(s2s, "_windows", "  window building")
-    for f in ("shrink", "band_weight", "widen"):
-        t.wrap(calibration, f, "  calibration")
+    t.wrap(training, "build", "  window building")
+    t.wrap(evidence, "extend", "  prequential record")
+    for f in ("median_gate", "band_weight", "widen"):
+        t.wrap(calibration, f, "  gates and calibration")
+    t.wrap(linear.Linear, "learn", "  linear: ridge refit")
     t.wrap(s2s, "forecast", "forecasting: seq2seq")
+    t.wrap(linear.Linear, "forecast", "forecasting: linear")
     t.wrap(baselines._Baseline, "forecast", "forecasting: naive and drift")
     t.wrap(history.CandleWindow, "refresh", "history reads (window refresh)")
     t.wrap(pipeline.Pipeline, "ingest", "ingest: reveal, validate, store candles")

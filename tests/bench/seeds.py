@@ -99,6 +99,7 @@ def config(name: str, symbols: tuple[str, ...], quick: bool, **kw: Any) -> Seq2S
     base.update(kw)
     extra = dict(SETTINGS[name])
     base["initial_steps"] = extra.pop("steps")[1 if quick else 0]
+    base["epochs"] = 1e9  # the step count above decides, as it did before epochs existed
     extra.pop("n_train", None)
     base.update(extra)
     return Seq2SeqConfig(**base)
