@@ -302,7 +302,7 @@ class Seq2SeqForecaster:
             w = training.build(h, rows, ends, current.norm, cfg.horizon, self.device,
                                targets=False)
             raw = training.predict_raw(current.net, w, current.norm, cfg.lookback)
-            return raw[:, k, :, 1].reshape(len(ends), cells)
+            return raw[..., 1][:, k, :].reshape(len(ends), cells)  # horizon-major
 
         return evidence.extend(current.record, h, cfg.lookback, cfg.stored, medians,
                                cfg.evidence_keep)

@@ -4,6 +4,7 @@ the prequential record, and the `linear` floor."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -140,10 +141,28 @@ def test_a_warm_retrain_extends_the_record_and_the_checkpoint_keeps_it() -> None
     f = Seq2SeqForecaster(small_config(horizons=(1, 3, 8)))
     f.adopt(f.learn(h.rows(slice(0, 2000))).candidate)  # type: ignore[union-attr]
     assert f.fitted is not None and len(f.fitted.record.ts) == 0
+    first = f.fitted
     out = f.learn(h.rows(slice(0, 2600)))
     assert isinstance(out, Accepted), out
     rec = out.candidate.record
     assert rec.end_ts == int(h.ts[2599]) and len(rec.ts) == 600 - 8 + 1 - 1
+    # Each entry is the network then in use, forecasting from its issue time: recomputed
+    # here from that network's own forecasts (raw median), cell by cell.
+    lc = np.log(h.close)
+    for row in (2000, 2100, 2591):
+        first_raw = f.fitted  # adopt() has not run: still the first network
+        assert first_raw is first
+        # (a context as long as the history: the volatility levels the record reads)
+        g = Seq2SeqForecaster(small_config(horizons=(1, 3, 8), context=5000))
+        g.adopt(dataclasses.replace(first, alpha=np.ones_like(first.alpha),
+                                    gamma=np.zeros_like(first.gamma)))
+        fc = {(o.symbol, o.horizon): math.log(o.yhat / h.close[row, SYMS.index(o.symbol)])
+              for o in g.forecast(h.rows(slice(0, row + 1)), [1, 3, 8])}
+        i = int(np.searchsorted(rec.ts, h.ts[row]))
+        for c, (k, sym) in enumerate((k, s) for k in (1, 3, 8) for s in SYMS):
+            y = lc[row + k, SYMS.index(sym)] - lc[row, SYMS.index(sym)]
+            want = abs(y - fc[(sym, k)]) - abs(y)
+            assert rec.d[i, c] == pytest.approx(want, rel=1e-3, abs=1e-9), (row, sym, k)
     assert out.stats.evidence["n_record"] > 0
     g = Seq2SeqForecaster(small_config(horizons=(1, 3, 8)))
     g.loads(f.dumps(out.candidate))
