@@ -112,6 +112,7 @@ def median_note(proof: dict[str, Any]) -> str:
     if not judged:
         return "median stays at the last close (too few out-of-sample windows to judge)"
     best = min(judged, key=lambda c: c["gain"] / c["se"])
-    return (f"median stays at the last close (best {best['symbol']} h{best['horizon']} "
+    what = "nearest" if best["gain"] < 0 else "no cell beat it; least behind"
+    return (f"median stays at the last close ({what}: {best['symbol']} h{best['horizon']} "
             f"{100 * best['gain']:+.2f}% ± {100 * best['se']:.2f}% of MAE, n {best['n']}, "
-            f"needs {best['z']:.2f} se)")
+            f"needed {best['z']:.2f} se)")
