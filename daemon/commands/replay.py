@@ -32,8 +32,9 @@ from daemon.core.clock import from_spec, iso, monotonic, parse_time
 from daemon.core.errors import UsageError
 from daemon.core.progress import Progress
 from daemon.files import replay_data
-from daemon.files.replay_data import ReplayInput, ReplaySource
+from daemon.files.replay_data import ReplayInput
 from daemon.pipeline.tick import Pipeline, TickReport
+from daemon.sources.replay import ReplaySource
 from storage import Store, dialect, forecasts, runs
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def run(cfg: Settings, inp: ReplayInput, *, start: int | None, end: int | None, 
     if done is not None:
         log.info("resuming the replay in %s at %s", out, iso(resume))
     models.load_current(store)
-    pipe = Pipeline(cfg, store, ReplaySource(inp), models, series)
+    pipe = Pipeline(cfg, store, ReplaySource(series.exchange, inp.data), models, series)
     total = (p.stop_at - resume) // step
     bar = Progress("replay", total, unit=" ticks") if show_progress else None
     t0 = monotonic()

@@ -1,8 +1,9 @@
 """What a candle source is: the protocol the pipeline asks, what it answers, and the three
 ways it can fail.
 
-Two sources exist: the exchange through ccxt (`ccxt_source.CcxtSource`: live, backfill) and
-the historical data of a replay (`replay_data.ReplaySource`). This module imports neither
+Two sources exist, both in `daemon.sources`: the exchange through ccxt
+(`exchange.CcxtSource`: live, backfill) and the historical data of a replay
+(`replay.ReplaySource`). This module imports neither
 ccxt nor any data, so the pipeline and replay do not pay for an exchange client.
 
 Failures are named by what the caller does next:
