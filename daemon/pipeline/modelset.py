@@ -204,7 +204,7 @@ class ModelSet:
                                           exchange=s.exchange, timeframe=s.timeframe,
                                           created_at=now_fn(), format_version=checkpoint.FORMAT,
                                           data=data)
-            run_id = runs.start(
+            run_id = runs.record(
                 conn, model=m.name, model_version=version, started_at=started_at,
                 finished_at=now_fn(), device=stats.device, n_windows=stats.n_windows,
                 train_loss=_finite(stats.train_loss), val_loss=_finite(stats.val_loss),
