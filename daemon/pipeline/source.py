@@ -23,7 +23,7 @@ from typing import Protocol
 
 from daemon.core.errors import TemporaryFailure
 from daemon.core.series import Series
-from daemon.core.validate import Rejected, Row
+from daemon.core.validate import RejectedRow, Row
 
 
 class RetryLater(TemporaryFailure):
@@ -61,7 +61,7 @@ class Stopping(Exception):
 @dataclass
 class FetchResult:
     rows: list[Row] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
+    rejected: list[RejectedRow] = field(default_factory=list)
     empty_ts: list[int] = field(default_factory=list)  # confirmed no-trade candle times
     open_dropped: int = 0
     duplicates: int = 0
@@ -103,7 +103,7 @@ class CandleSource(Protocol):
         ...
 
 
-def empty_between(rows: list[Row], rejected: list[Rejected], newest_seen: int | None,
+def empty_between(rows: list[Row], rejected: list[RejectedRow], newest_seen: int | None,
                   step_ms: int) -> list[int]:
     """Candle times an answer skipped between candles it did return.
 
