@@ -20,7 +20,7 @@ from typing import Any
 from daemon.config import settings
 from daemon.core import errors, logs
 
-log = logging.getLogger("tickcast")
+log = logging.getLogger("tickcast.cli")
 
 Handler = Callable[[argparse.Namespace, settings.Settings], int]
 

@@ -152,3 +152,28 @@ def test_every_daemon_and_storage_module_has_its_room_in_the_architecture() -> N
             if p.name not in ("__init__.py", "__main__.py"):
                 assert rel in text or f"`{p.name}`" in text, \
                     f"{rel} is not in ARCHITECTURE.md"
+
+
+def _room(path: Path) -> str:
+    """The room a module logs for: daemon/<room>/x.py, daemon/<room>.py, or the package."""
+    parts = path.relative_to(ROOT).parts
+    if parts[0] != "daemon":
+        return parts[0]
+    return parts[1] if len(parts) > 2 else Path(parts[1]).stem
+
+
+def test_every_logger_is_named_tickcast_and_its_room() -> None:
+    """One scheme (`tickcast.<room>`, ARCHITECTURE.md) so a journal filter can name a room."""
+    wrong = []
+    for package in PACKAGES:
+        for path in _files(package):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "getLogger" and node.args):
+                    arg = node.args[0]
+                    name = arg.value if isinstance(arg, ast.Constant) else ast.unparse(arg)
+                    if path.name == "logs.py" and not isinstance(arg, ast.Constant):
+                        continue  # logs.setup quietens third-party loggers by name
+                    if name != f"tickcast.{_room(path)}":
+                        wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+    assert wrong == []

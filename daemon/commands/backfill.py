@@ -20,7 +20,7 @@ from daemon.pipeline.ingest import IngestStats, fetch_and_store
 from daemon.pipeline.source import CandleSource, RetryLater
 from storage import Store, candles
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tickcast.commands")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from daemon.core.clock import WallClock
 from daemon.core.progress import Progress
 from storage import SCHEMA_VERSION, StorageError, Store, copy_store, dialect
 
-log = logging.getLogger("tickcast")
+log = logging.getLogger("tickcast.commands")
 
 
 def _same_store(a: str, b: str) -> bool:

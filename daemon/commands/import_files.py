@@ -20,7 +20,7 @@ from daemon.config.settings import Settings
 from daemon.core import errors
 from daemon.core.clock import WallClock
 
-log = logging.getLogger("tickcast")
+log = logging.getLogger("tickcast.commands")
 
 
 def import_command(cfg: Settings, files: list[str], symbol: str | None, exchange: str | None,

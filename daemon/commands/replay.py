@@ -37,7 +37,7 @@ from daemon.pipeline.tick import Pipeline, TickReport
 from daemon.sources.replay import ReplaySource
 from storage import Store, dialect, forecasts, runs
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tickcast.commands")
 
 # Keys that do not change a replay's results, so a resume may differ in them.
 _NOT_IN_KEY = ("model.device", "model.threads", "model.checkpoint_dir")

@@ -16,7 +16,7 @@ from daemon.core.clock import iso
 from daemon.core.timeframes import to_ms
 from storage import Store, forecasts, reports
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tickcast.commands")
 
 MODEL_ORDER = {"seq2seq": 0, "naive": 1, "drift": 2}
 

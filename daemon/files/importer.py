@@ -21,7 +21,7 @@ from daemon.core.progress import Progress
 from daemon.files import datafiles
 from storage import Store, candles
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tickcast.files")
 
 CHUNK = 100_000  # rows per write transaction: keeps a running daemon's waits short
 MAX_REPORTED = 1000  # bad lines reported one by one per file; the rest are counted

@@ -20,7 +20,7 @@ from daemon.files import datafiles
 from daemon.files.importer import DataFile, check_file, read_file
 from storage import Store, candles, dialect
 
-log = logging.getLogger("daemon.replay")
+log = logging.getLogger("tickcast.files")
 
 SAMPLE_START = "2020-11-01"  # default first forecast of the bundled sample: two months of 2020
 

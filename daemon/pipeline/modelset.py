@@ -43,7 +43,7 @@ from forecaster.device import DeviceError
 from forecaster.seq2seq import Seq2SeqConfig, Seq2SeqForecaster
 from storage import Store, checkpoints, runs
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tickcast.pipeline")
 
 SEQ2SEQ = "seq2seq"
 Factory = Callable[[Settings, Series], Forecaster]

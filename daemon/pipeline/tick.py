@@ -29,7 +29,7 @@ from daemon.pipeline.source import CandleSource, RetryLater, SkipSymbol
 from forecaster.base import CannotForecast, Forecast, Forecaster, History
 from storage import ForecastRow, Store, candles, forecasts, runs
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tickcast.pipeline")
 
 FIRST_RETRY = 5  # candles between attempts while a model still has no first version
 

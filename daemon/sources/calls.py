@@ -19,7 +19,7 @@ from daemon.core.errors import ConfigError
 from daemon.pipeline.source import RetryLater, SkipSymbol, Stopping
 
 # The name this code has always logged under: operators' journal filters rely on it.
-log = logging.getLogger("daemon.source")
+log = logging.getLogger("tickcast.sources")
 T = TypeVar("T")
 
 RATE_LIMIT_MIN_S = 2.0

@@ -2,7 +2,7 @@
 
 What to ask for lives here: the client and its URLs, the markets, one validated page, and
 paging forward over a range. How a call is retried, paced and its errors translated lives in
-`ccxt_calls`.
+`calls`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from daemon.core.validate import Checked, check_rows
 from daemon.pipeline.source import FetchResult, empty_between
 from daemon.sources.calls import Caller
 
-# The name this code has always logged under: operators' journal filters rely on it.
-log = logging.getLogger("daemon.source")
+log = logging.getLogger("tickcast.sources")  # the loggers' names: ARCHITECTURE.md
 
 
 @dataclass
@@ -54,7 +53,7 @@ def rewrite_urls(urls: Any, api_url: str) -> Any:
 
 
 class CcxtSource:
-    """A :class:`~daemon.source.CandleSource` over one ccxt exchange."""
+    """A :class:`~daemon.pipeline.source.CandleSource` over one ccxt exchange."""
 
     def __init__(
         self,
