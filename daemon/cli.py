@@ -1,4 +1,4 @@
-"""The `tickcast` command line (SPEC §4).
+"""The `tickcast` command line (README: Commands).
 
 Global options are accepted before or after the subcommand. Exit codes:
 0 ok, 2 usage, 65 bad input data, 74 storage error, 75 temporary failure,

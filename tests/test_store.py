@@ -107,7 +107,7 @@ def test_every_migration_step_together_gives_exactly_the_declared_schema(
         assert {(i["name"], tuple(i["column_names"])) for i in insp.get_indexes(name)
                 if not i.get("duplicates_constraint")} == {
             (i.name, tuple(c.name for c in i.columns)) for i in table.indexes}, name
-    # The public columns users' SQL relies on (README, SPEC §6); more may be added.
+    # The public columns users' SQL relies on (README: The store); more may be added.
     documented = {
         "forecast_errors": {"issued_at", "target_at", "abs_error", "abs_pct_error", "pct_error",
                             "in_interval", "model", "symbol", "horizon", "yhat", "actual"},

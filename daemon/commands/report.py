@@ -74,7 +74,7 @@ STRETCH_MS = 7 * 86_400_000  # default plot stretch: the last 7 days of issue ti
 
 
 def plot(store: Store, path: Path, since: int | None, rows: list[dict[str, Any]]) -> None:
-    """The four panels of `daemon.plot` from the store."""
+    """The four panels of `report_plot` from the store."""
     from daemon.commands import report_plot as panels
 
     with store.read("plot data") as conn:

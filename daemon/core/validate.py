@@ -1,4 +1,4 @@
-"""Candle validation (SPEC §7.1), pure and vectorised.
+"""Candle validation (what README: Commands says is rejected), pure and vectorised.
 
 One implementation serves the exchange source (a few hundred rows a call) and
 CSV import (millions of rows), so both reject exactly the same things for

@@ -1,4 +1,4 @@
-"""`[metrics] listen`: the HTTP side of the live daemon's metrics (SPEC §11).
+"""`[metrics] listen`: the HTTP side of the live daemon's metrics (README: Operating it).
 
 `/metrics` is prometheus_client's own exposition of `metrics.DaemonMetrics.registry`
 (text or OpenMetrics, as the scraper's Accept header asks); `/healthz` answers 200 with a

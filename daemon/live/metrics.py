@@ -1,4 +1,5 @@
-"""What the live daemon tells Prometheus (SPEC §11), and the verdict of `/healthz`.
+"""What the live daemon tells Prometheus (the table in README: Operating it), and the verdict
+of `/healthz`.
 
 Everything here is fed from outside the tick: `tick_done` takes the report a tick already
 returned (a few counter increments, no I/O), `training_done` the outcomes the training

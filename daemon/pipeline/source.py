@@ -11,7 +11,7 @@ Failures are named by what the caller does next:
 * :class:`RetryLater` - network trouble, rate limits, maintenance, suspect answers: the
   source already backed off (capped); the next tick resumes from the store;
 * :class:`SkipSymbol` - this symbol cannot be fetched right now, go on with the others;
-* :class:`~daemon.errors.ConfigError` - bad symbol, credentials, unknown exchange:
+* :class:`~daemon.core.errors.ConfigError` - bad symbol, credentials, unknown exchange:
   retrying cannot help, stop with exit 78.
 """
 

@@ -1,4 +1,5 @@
-"""One tick per closed candle (SPEC §7): ingest, retrain when due, forecast, score, persist.
+"""One tick per closed candle (ARCHITECTURE.md: One live tick): ingest, retrain when due,
+forecast, score, persist.
 
 Live mode and replay share this code; they differ only in the `now` they pass in, the
 candle source, and the trainer (synchronous in replay, a background worker live).

@@ -1,5 +1,5 @@
 """One ccxt call at a time, with capped backoff, a shared rate-limit cool-down, and ccxt's
-errors translated into what the caller must do (see `daemon.source`).
+errors translated into what the caller must do (see `daemon.pipeline.source`).
 
 The policy lives here so the exchange source itself only says *what* to ask for.
 """

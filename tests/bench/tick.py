@@ -1,5 +1,5 @@
 """Tick benchmark: one live tick without network and without training, two symbols
-(SPEC §10, issue 4): ingest the newly closed candle of each symbol, score, forecast with
+(README: Benchmarks, issue 4): ingest the newly closed candle of each symbol, score, forecast with
 seq2seq, naive and drift, persist. Target p50 <= 50 ms. With TICKCAST_TEST_PG_URL set (a
 server the script may create a database on), the same on PostgreSQL beside SQLite:
 
