@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from daemon.core.series import Series
-from daemon.pipeline.source import FetchResult, empty_between
+from daemon.pipeline.source import FetchResult, FetchSummary, empty_between
 
 Arrays = tuple[np.ndarray, np.ndarray]  # ts int64 (n,), ohlcv float64 (n, 5)
 
@@ -22,8 +22,8 @@ class ReplaySource:
         self.data = data
 
     def fetch_closed(self, series: Series, symbol: str, since_ms: int, until_ms: int | None,
-                     now_ms: int, on_page: Callable[[FetchResult], None] | None = None, *,
-                     since_is_stored: bool = True) -> FetchResult:
+                     now_ms: int, on_page: Callable[[FetchResult], None], *,
+                     since_is_stored: bool = True) -> FetchSummary:
         ts, ohlcv = self.data[symbol]
         open_ts = series.open_ts(now_ms)
         end = open_ts if until_ms is None else min(until_ms, open_ts)
@@ -33,6 +33,7 @@ class ReplaySource:
         part = FetchResult(rows=rows, pages=1)  # type: ignore[arg-type]
         # Minutes missing between revealed candles are no-trade minutes of this "exchange".
         part.empty_ts = empty_between(part.rows, [], None, series.step_ms)
-        if on_page is not None:
-            on_page(part)
-        return part
+        on_page(part)
+        done = FetchSummary()
+        done.count(part)
+        return done
