@@ -1,6 +1,9 @@
-"""The house rules of ARCHITECTURE.md, checked: who may import whom, no import circle, one
-reader of the wall clock, one mapping from errors to exit codes, small modules, a light CLI,
-and a timeframe parser that agrees with ccxt's."""
+"""The house rules of ARCHITECTURE.md, checked. Who may import whom (the layers of the
+packages and of daemon/'s rooms, no import circle anywhere, which modules alone import ccxt,
+APScheduler, prometheus_client, matplotlib, SQLAlchemy, psycopg, pandas) is declared as
+import-linter contracts in pyproject.toml and run here; the rest are small walks: one reader
+of the wall clock, one mapping from errors to exit codes, small modules, one logger scheme,
+a light CLI, and a timeframe parser that agrees with ccxt's."""
 
 from __future__ import annotations
 
@@ -19,56 +22,19 @@ PACKAGES = ("daemon", "storage", "forecaster")
 
 
 def _files(package: str) -> list[Path]:
-    """Every module of a package, its subpackages (storage/dialect/) included."""
+    """Every module of a package, its subpackages (daemon/live/, storage/dialect/) included."""
     return sorted((ROOT / package).rglob("*.py"))
 
 
-def _modules(package: str) -> dict[str, ast.Module]:
-    return {p.relative_to(ROOT / package).with_suffix("").as_posix().replace("/", "."):
-            ast.parse(p.read_text()) for p in _files(package)}
-
-
-def _imports(package: str, tree: ast.Module, *, top_level_only: bool) -> set[str]:
-    """Project modules `tree` imports ('daemon.x', 'storage', ...)."""
-    out = set()
-    nodes = tree.body if top_level_only else list(ast.walk(tree))
-    for node in nodes:
-        if isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: within the package
-                base = package if not node.module else f"{package}.{node.module}"
-                if node.module:
-                    out.add(base)
-                else:
-                    out.update(f"{package}.{a.name}" for a in node.names)
-            elif node.module and node.module.split(".")[0] in PACKAGES:
-                out.add(node.module)
-        elif isinstance(node, ast.Import):
-            out.update(a.name for a in node.names if a.name.split(".")[0] in PACKAGES)
-    return out
-
-
-def test_storage_and_forecaster_import_nothing_from_the_project() -> None:
-    for package in ("storage", "forecaster"):
-        for name, tree in _modules(package).items():
-            foreign = {m for m in _imports(package, tree, top_level_only=False)
-                       if m.split(".")[0] != package}
-            assert foreign == set(), f"{package}/{name}.py imports {foreign}"
-
-
-def test_no_import_circle_between_daemon_modules() -> None:
-    """Not even through an import inside a function (commands <-> replay was one)."""
-    graph = {f"daemon.{name}": {m for m in _imports("daemon", tree, top_level_only=False)
-                                if m.startswith("daemon.")}
-             for name, tree in _modules("daemon").items()}
-    for module in graph:
-        seen: set[str] = set()
-        todo = list(graph[module])
-        while todo:
-            m = todo.pop()
-            assert m != module, f"{module} imports itself through {sorted(seen)}"
-            if m not in seen:
-                seen.add(m)
-                todo.extend(graph.get(m, ()))
+def test_the_import_contracts_hold() -> None:
+    """`lint-imports` with pyproject.toml's contracts: layers, protected third-party
+    imports, no import circle (imports inside functions included)."""
+    p = subprocess.run(
+        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
+         "sys.exit(lint_imports_command())", "--no-cache", "--no-logo"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stdout[-6000:] + p.stderr[-2000:]
+    assert "0 broken" in p.stdout, p.stdout
 
 
 def test_only_daemon_clock_reads_the_clock() -> None:
@@ -87,8 +53,7 @@ def test_only_daemon_clock_reads_the_clock() -> None:
 
 
 def test_modules_stay_small() -> None:
-    big = {str(p.relative_to(ROOT)): n for package in ("daemon", "storage")
-           for p in _files(package)
+    big = {str(p.relative_to(ROOT)): n for package in PACKAGES for p in _files(package)
            if (n := len(p.read_text().splitlines())) > 350}
     assert big == {}, "split these by concept (ARCHITECTURE.md)"
 

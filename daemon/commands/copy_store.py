@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.engine import Connection
-
 from daemon import wiring
 from daemon.config.settings import Settings
 from daemon.core import crashpoints, errors
@@ -94,7 +92,7 @@ def copy_store_command(cfg: Settings, to: str) -> int:
     return errors.EXIT_OK
 
 
-def _copy(snap: Connection, target: Store, want: dict[str, int]) -> None:
+def _copy(snap: copy_store.Snapshot, target: Store, want: dict[str, int]) -> None:
     bar = Progress("copy-store", sum(want.values()), unit=" rows")
     state = {"done": 0, "written": 0}
     for table in copy_store.TABLES:
