@@ -11,6 +11,7 @@ import ast
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -109,14 +110,30 @@ def test_every_error_maps_to_its_exit_code_in_one_place() -> None:
     assert re.findall(r"EXIT_(?:USAGE|DATAERR|IOERR|TEMPFAIL|CONFIG|INTERRUPTED)", sources) == []
 
 
-def test_every_daemon_and_storage_module_has_its_room_in_the_architecture() -> None:
+def test_every_module_has_its_place_in_the_architecture_and_every_named_file_exists() -> None:
     text = (ROOT / "ARCHITECTURE.md").read_text()
-    for package in ("daemon", "storage"):
+    for package in PACKAGES:
         for p in _files(package):
-            rel = p.relative_to(ROOT).as_posix()
-            if p.name not in ("__init__.py", "__main__.py"):
-                assert rel in text or f"`{p.name}`" in text, \
-                    f"{rel} is not in ARCHITECTURE.md"
+            if p.name == "__init__.py":
+                continue
+            rel, inner = p.relative_to(ROOT).as_posix(), p.relative_to(ROOT / package).as_posix()
+            assert f"`{rel}`" in text or f"`{inner}`" in text, f"{rel} is not in ARCHITECTURE.md"
+    for name in set(re.findall(r"`([\w/]+\.py)`", text)):
+        assert any((base / name).is_file() for base in (ROOT, *(ROOT / p for p in PACKAGES))), \
+            f"ARCHITECTURE.md names {name}, which does not exist"
+
+
+def test_the_rooms_of_the_architecture_are_the_contracts_layers() -> None:
+    """ARCHITECTURE.md's table of daemon/'s rooms lists the `rooms` contract's layers, in
+    its order, so what the page says each room may import is what lint-imports checks."""
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (rooms,) = [c for c in contracts["contracts"] if c["id"] == "rooms"]
+    layers = [r.strip() for layer in rooms["layers"] for r in re.split(r"[|:]", layer)]
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    table = text.split("## The rooms of `daemon/`")[1].split("\n## ")[0]
+    listed = re.findall(r"^\| `(\w+)` \|", table, flags=re.M)
+    assert listed == layers
+
 
 
 def _room(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""`tickcast import`: load candle CSV files into the store.
+"""One candle data file into the store, for `tickcast import` (`commands/import_files.py`)
+and, its first two steps, for the files a replay reads (`replay_data.py`).
 
 Three steps, so that a command can refuse its arguments before it creates a store:
 `check_file` (the file exists, and its exchange, symbol and timeframe are known and valid),
