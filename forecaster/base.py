@@ -1,9 +1,10 @@
-"""The forecaster protocol: two small methods and a state.
+"""The forecaster protocol: a small `Forecaster` every model is, and a `Trainable` part
+only learned models add.
 
-Modelled on river's shape: configuration goes into the constructor, `learn`
-takes a block of history, `forecast` maps a window to prices for the
-requested horizons. Numbers in, numbers out: nothing here knows about the
-store, the exchange or the clock.
+Modelled on river's shape: configuration goes into the constructor, `forecast` maps a
+history to prices for the requested horizons, and a learned model's `learn` takes a block
+of history. Numbers in, numbers out: nothing here knows about the store, the exchange or
+the clock.
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ class TrainStats:
     val_loss: float | None = None
     prev_val_loss: float | None = None
     device: str = "cpu"
+    # What decided how far the median may leave the last close, per symbol and horizon
+    # (gain, standard error, n, threshold, moved): stored with the training run.
+    evidence: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -131,24 +135,18 @@ class Stopped:
     stats: TrainStats
 
 
-@dataclass(frozen=True)
-class Unchanged:
-    """The model has nothing to learn (the baselines): nothing to record or persist."""
-
-    reason: str = "nothing to learn"
-
-
-LearnOutcome = Accepted | Rejected | Stopped | Unchanged
+LearnOutcome = Accepted | Rejected | Stopped
 
 
 @runtime_checkable
 class Forecaster(Protocol):
-    """What the pipeline needs from a model; the baselines and seq2seq alike.
+    """What the pipeline needs from every model, the baselines and seq2seq alike.
 
     `joint` models read every symbol of a history together and forecast from the newest
     time all symbols have reached; the others forecast each symbol from its own column
     as soon as its candle is there. `context` is how many candles of history `forecast`
-    wants (it may get fewer on a young store).
+    wants (it may get fewer on a young store). A model that needs nothing but that
+    history (naive, drift) is just this.
     """
 
     name: str
@@ -160,25 +158,32 @@ class Forecaster(Protocol):
         """Identifies the weights (or code) that produce forecasts; stored on every row."""
         ...
 
+    def forecast(self, history: History, horizons: list[int]) -> list[Forecast]:
+        """Forecasts from a history whose last row is the newest closed candle.
+
+        Raises :class:`CannotForecast` when this history cannot be forecast from (a model
+        that has not learned yet raises :class:`NotEnoughData`).
+        """
+        ...
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """The part only learned models have: fitted on a rolling window, persisted as a
+    checkpoint, and installed only once it is recorded."""
+
     @property
     def ready(self) -> bool:
-        """Whether forecast() can be called (a model without weights is not ready)."""
+        """Whether a model has been learned or loaded (forecast() can be called)."""
         ...
 
     def learn(self, history: History, *,
               should_stop: Callable[[], bool] | None = None) -> LearnOutcome:
-        """Train on `history` (ending at the newest closed candle); installs nothing."""
+        """Fit on `history` (ending at the newest closed candle); installs nothing."""
         ...
 
     def adopt(self, candidate: Any) -> None:
         """Install the candidate of an `Accepted` outcome."""
-        ...
-
-    def forecast(self, history: History, horizons: list[int]) -> list[Forecast]:
-        """Forecasts from a history whose last row is the newest closed candle.
-
-        Raises :class:`CannotForecast` when this history cannot be forecast from.
-        """
         ...
 
     def dumps(self, candidate: Any | None = None) -> bytes:
@@ -188,6 +193,16 @@ class Forecaster(Protocol):
     def loads(self, data: bytes) -> None:
         """Install a model from checkpoint bytes; CheckpointError leaves the current one."""
         ...
+
+
+@runtime_checkable
+class Learner(Forecaster, Trainable, Protocol):
+    """A model that forecasts and learns (seq2seq, linear)."""
+
+
+def is_ready(model: Forecaster) -> bool:
+    """A model that learns is ready once it has; one that does not always is."""
+    return not isinstance(model, Trainable) or model.ready
 
 
 class CannotForecast(ValueError):

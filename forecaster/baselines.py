@@ -6,20 +6,19 @@ training window): the slope of the log close from its first to its last point, c
 on from the last close. Both carry the RiskMetrics 80 % band: an exponentially weighted
 variance of one-step log returns (decay `ewma_lambda` per candle, mean zero), widened with
 the square root of the horizon. That band is the standard a learned band has to beat.
-Neither learns anything: what they need is in the history handed to `forecast`.
+Neither learns anything (they are `Forecaster`s without the `Trainable` part): what they
+need is in the history handed to `forecast`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
-from . import checkpoint
-from .base import Forecast, History, LearnOutcome, NotEnoughData, Unchanged
-from .volatility import Z80, riskmetrics_sigma
+from .band import Z80
+from .base import Forecast, History, NotEnoughData
+from .volatility import riskmetrics_sigma
 
 
 class _Baseline:
@@ -38,23 +37,6 @@ class _Baseline:
     @property
     def version(self) -> str:
         return f"{self.name}-{self.code_version}"
-
-    @property
-    def ready(self) -> bool:
-        return True
-
-    def learn(self, history: History, *,
-              should_stop: Callable[[], bool] | None = None) -> LearnOutcome:
-        return Unchanged(f"{self.name}: nothing to learn")
-
-    def adopt(self, candidate: Any) -> None:  # pragma: no cover - never Accepted
-        raise TypeError(f"{self.name} has no candidates")
-
-    def dumps(self, candidate: Any | None = None) -> bytes:
-        return checkpoint.dumps({}, {"model": self.name, "version": self.version})
-
-    def loads(self, data: bytes) -> None:
-        checkpoint.loads(data, self.name)
 
     def _slope(self, logc: np.ndarray) -> np.ndarray:
         return np.zeros(logc.shape[1])

@@ -1,55 +1,125 @@
-"""What validation decides after training: how far the median may leave the last close,
-and how much wider (or narrower) the band must be to cover 80 %. Pure numpy.
+"""What out-of-sample evidence decides after training: whether the median may leave the
+last close, how much of the network's band to use, and how much wider (or narrower) the
+band must be to cover 80 %. Pure numpy.
 
-Both are fitted on the time-ordered validation slice, which the network never trained on.
+The median gate is a one-sided Diebold–Mariano test per symbol and stored horizon on the
+loss differential d = |y − median| − |y| (the absolute error the network's median adds
+over the last close's, in log returns), with a Newey–West standard error over h − 1 lags
+because windows issued one candle apart share h − 1 steps of their h-step targets. The
+median moves in a cell only where mean(d) + z·se < 0; z is Bonferroni's over the cells
+tested (5 horizons × 2 symbols: z = 2.58), so on prices without skill the chance that a
+retrain moves the median anywhere is at most 5 % (`FAMILY_ALPHA`), whatever the number of
+cells. The smallest edge it sees: with 80 % power an edge of (z + 0.84)·sd(d)/√n, i.e.
+about 3.4·sd(d)/(mean|y|·√n) of the MAE; on real BTC minutes sd(d)/mean|y| ≈ 0.3, so a
+1 % MAE edge needs about 10,000 out-of-sample windows and a 2 % one 2,600 (see
+`min_detectable`). That is why the evidence is not the 512 newest windows but the whole
+validation slice plus the prequential record (`evidence.py`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from statistics import NormalDist
+
 import numpy as np
 
-SHRINK_GRID = np.linspace(0.0, 1.0, 21)
+from .band import COVERAGE, interval_score
+
+FAMILY_ALPHA = 0.05  # a retrain on prices without skill moves the median with at most this chance
+MIN_N = 200  # out-of-sample windows below which a cell is not judged (the median stays)
+POWER_Z = 0.8416212335729143  # standard normal 80 % quantile: the power quoted for edges
 BAND_GRID = np.linspace(0.0, 1.0, 5)
-SKILL_Z = 3.0  # standard errors by which the model must beat the last close on validation
-BAND_SKILL_Z = 2.0  # ... and by which the network's band must beat the prior's
-COVERAGE = 0.8
+BAND_SKILL_Z = 2.0  # standard errors by which the network's band must beat the prior's
 WIDEN_PRIOR_N = 10.0  # independent samples' worth of trust in "no widening needed"
 
 
-def shrink(med: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per horizon and symbol, the factor (0..1) on the median log return.
+def critical_z(cells: int) -> float:
+    """One-sided Bonferroni threshold over `cells` tests at FAMILY_ALPHA.
 
-    med, y: (v, H, S) forecast median and actual cumulative log returns on validation.
-    The factor minimising the validation MAE is kept only if the shrunk forecast beats
-    "no change" (the last close) by more than SKILL_Z standard errors, where overlapping
-    windows count as about one independent sample per horizon length. Without that
-    evidence the model forecasts the last close: on prices that behave like a random walk
-    any move is noise that costs accuracy.
-
-    >>> rng = np.random.default_rng(0)
-    >>> y = rng.standard_normal((400, 2, 1))
-    >>> shrink(rng.standard_normal((400, 2, 1)), y).ravel().tolist()  # no skill: no move
-    [0.0, 0.0]
-    >>> shrink(y + 0.1 * rng.standard_normal((400, 2, 1)), y).ravel().tolist()  # skill
-    [1.0, 1.0]
+    >>> round(critical_z(10), 3)
+    2.576
     """
-    v, horizon, _ = y.shape
-    errs = np.abs(y[None] - SHRINK_GRID[:, None, None, None] * med[None])  # (A, v, H, S)
-    best = np.argmin(errs.mean(axis=1), axis=0)  # (H, S)
-    chosen = np.take_along_axis(errs, best[None, None], axis=0)[0]  # (v, H, S)
-    gain = chosen - np.abs(y)  # negative where the shrunk forecast beats the last close
-    n_eff = np.maximum(2.0, v / np.arange(1, horizon + 1, dtype=np.float64))[:, None]
-    se = gain.std(axis=0, ddof=1) / np.sqrt(n_eff)
-    return np.where(gain.mean(axis=0) + SKILL_Z * se < 0, SHRINK_GRID[best], 0.0)
+    return NormalDist().inv_cdf(1.0 - FAMILY_ALPHA / max(cells, 1))
 
 
-def interval_score(lo: np.ndarray, hi: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The 80 % interval score of each band: width + 10 x how far the actual lies outside.
+def hac_se(d: np.ndarray, lags: int) -> float:
+    """Standard error of the mean of a series whose first `lags` autocovariances may be
+    non-zero (h − 1 for overlapping h-step windows): Diebold and Mariano's truncated
+    kernel, which is unbiased for such a series, falling back to Newey–West's Bartlett
+    weights when a strongly negative autocovariance would make it negative.
 
-    >>> interval_score(np.array([-1.0]), np.array([1.0]), np.array([2.0])).tolist()
-    [12.0]
+    >>> x = np.random.default_rng(0).standard_normal(10_000)
+    >>> round(hac_se(x, 0) * 100, 2), round(hac_se(np.repeat(x, 4), 3) / hac_se(x, 0), 2)
+    (1.0, 1.0)
     """
-    return (hi - lo) + 10.0 * np.maximum(lo - y, 0.0) + 10.0 * np.maximum(y - hi, 0.0)
+    n = len(d)
+    if n < 2:
+        return float("inf")
+    e = d - d.mean()
+    gam = [float(e @ e) / n] + [float(e[j:] @ e[:-j]) / n for j in range(1, min(lags, n - 1) + 1)]
+    var = gam[0] + 2.0 * sum(gam[1:])
+    if var <= 0:
+        var = gam[0] + 2.0 * sum((1.0 - j / (lags + 1)) * g for j, g in enumerate(gam[1:], 1))
+    return float(np.sqrt(max(var, 0.0) / n))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The evidence of one symbol and horizon (relative to the last close's MAE)."""
+
+    symbol: str
+    horizon: int
+    n: int
+    gain: float  # mean(d) / mean|y|: −0.01 is an MAE 1 % below the last close's
+    se: float  # standard error of `gain`
+    z: float  # threshold the gain had to clear, in standard errors
+    moved: bool
+
+    def to_json(self) -> dict[str, object]:
+        return {"symbol": self.symbol, "horizon": self.horizon, "n": self.n,
+                "gain": _round(self.gain), "se": _round(self.se), "z": round(self.z, 3),
+                "moved": self.moved}
+
+
+def median_gate(d: np.ndarray, y_abs: np.ndarray, horizons: list[int],
+                symbols: tuple[str, ...]) -> list[Cell]:
+    """Which cells' medians may move, from loss differentials in time order.
+
+    d, y_abs: (n, C) with C = len(horizons) × len(symbols) cells (horizon-major), NaN where
+    a window has no outcome for that cell. Returns one `Cell` per column.
+
+    >>> rng = np.random.default_rng(1)
+    >>> y = rng.standard_normal((4000, 2))
+    >>> noise = np.abs(y - 0.3 * rng.standard_normal((4000, 2))) - np.abs(y)
+    >>> [c.moved for c in median_gate(noise, np.abs(y), [1], ("A", "B"))]
+    [False, False]
+    >>> skill = np.abs(y - np.c_[y[:, 0] * 0.3, np.zeros(4000)]) - np.abs(y)
+    >>> [c.moved for c in median_gate(skill, np.abs(y), [1], ("A", "B"))]
+    [True, False]
+    """
+    z = critical_z(d.shape[1])
+    out = []
+    for c in range(d.shape[1]):
+        h, s = horizons[c // len(symbols)], symbols[c % len(symbols)]
+        ok = np.isfinite(d[:, c]) & np.isfinite(y_abs[:, c])
+        dc, scale = d[ok, c], float(np.mean(y_abs[ok, c])) if ok.any() else 0.0
+        n = len(dc)
+        if n < MIN_N or scale <= 0:
+            out.append(Cell(s, h, n, float("nan"), float("nan"), z, False))
+            continue
+        gain, se = float(dc.mean()) / scale, hac_se(dc, h - 1) / scale
+        out.append(Cell(s, h, n, gain, se, z, bool(gain + z * se < 0)))
+    return out
+
+
+def min_detectable(n: int, spread: float = 0.3, cells: int = 10) -> float:
+    """The MAE edge (a fraction) the gate detects with 80 % power on n independent
+    windows, for a loss differential whose sd is `spread` × the mean |move|.
+
+    >>> round(min_detectable(10_000), 4), round(min_detectable(512), 3)
+    (0.0103, 0.045)
+    """
+    return float((critical_z(cells) + POWER_Z) * spread / np.sqrt(max(n, 1)))
 
 
 def band_weight(prior: tuple[np.ndarray, np.ndarray], learned: tuple[np.ndarray, np.ndarray],
@@ -63,16 +133,16 @@ def band_weight(prior: tuple[np.ndarray, np.ndarray], learned: tuple[np.ndarray,
     length): the network's band is used only where it has shown it is better.
     """
     v, horizon, _ = y.shape
-    plo, phi = prior
-    llo, lhi = learned
-    base = interval_score(plo, phi, y)  # (v, H, S)
+    prior_lo, prior_hi = prior
+    net_lo, net_hi = learned
+    base = interval_score(prior_lo, prior_hi, y)  # (v, H, S)
     out = np.zeros(horizon)
     n_eff = np.maximum(2.0, v / np.arange(1, horizon + 1, dtype=np.float64))
     for k in range(horizon):
         best_w, best_mean = 0.0, 0.0
         for w in BAND_GRID[1:]:
-            sc = interval_score((1 - w) * plo[:, k] + w * llo[:, k],
-                                (1 - w) * phi[:, k] + w * lhi[:, k], y[:, k])
+            sc = interval_score((1 - w) * prior_lo[:, k] + w * net_lo[:, k],
+                                (1 - w) * prior_hi[:, k] + w * net_hi[:, k], y[:, k])
             gain = (sc - base[:, k]).mean(axis=1)  # per window, pooled over symbols
             mean = float(gain.mean())
             se = float(gain.std(ddof=1)) / np.sqrt(n_eff[k]) if v > 1 else np.inf
@@ -101,3 +171,7 @@ def widen(lo: np.ndarray, hi: np.ndarray, y: np.ndarray) -> np.ndarray:
     raw = np.quantile(pooled, level, axis=1)  # (H,)
     n_eff = v * n_s / np.arange(1, horizon + 1, dtype=np.float64)
     return np.maximum(raw * n_eff / (n_eff + WIDEN_PRIOR_N), -0.45)
+
+
+def _round(x: float) -> float | None:
+    return None if not np.isfinite(x) else float(f"{x:.6g}")

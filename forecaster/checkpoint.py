@@ -3,8 +3,7 @@
 A checkpoint is a torch zip holding only tensors, strings and numbers, read back with
 ``torch.load(weights_only=True)``: bytes crafted to execute code on unpickling are
 refused instead of run. The bytes live in the store (the ``checkpoints`` table), so any
-host serves the model; older stores kept them as files beside a SQLite store, which
-`read` still loads for the migration that imports them.
+host serves the model.
 """
 
 from __future__ import annotations
@@ -13,13 +12,12 @@ import io
 import json
 import pickle
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
 
-FORMAT = 2  # 2: the volatility-normalised seq2seq (1: the first seq2seq, files on disk)
-_TMP = ".tmp-"
+FORMAT = 3  # 3: the highway and the prequential record; 2: the volatility-normalised
+# seq2seq; 1: the first seq2seq (files on disk). An older format is refused and retrained.
 
 
 class CheckpointError(Exception):
@@ -70,17 +68,3 @@ def loads(data: bytes, origin: str) -> tuple[dict[str, torch.Tensor], dict[str, 
         raise CheckpointError(f"{origin}: weights are not a tensor dictionary")
     meta["format"] = fmt
     return state, meta
-
-
-def read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load a checkpoint file (stores from before checkpoints lived in the store)."""
-    path = Path(path)
-    if path.name.startswith(_TMP):
-        raise CheckpointError(f"{path.name}: a temporary file, never loaded")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from e
-    return loads(data, str(path))

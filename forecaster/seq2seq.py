@@ -1,31 +1,32 @@
 """The seq2seq forecaster: volatility-normalised paths, warm-start retraining behind a
-validation guard.
+validation guard, a median that moves only on out-of-sample evidence.
 
-`learn` fits the normaliser (the volatility prior and volume scale) on the training part
-of the history, trains a copy of the current network (or a new one, whose untrained band
-is the prior's) for a bounded number of steps, and lets a time-ordered validation slice
-decide: the copy is offered only if every loss was finite and validation is not worse
-than the model in use on the same slice (a first model: not clearly worse than the
-prior's band). On the offered model two things are fitted on that slice: how far the
-median may move away from the last close per horizon (it stays put unless validation
-shows skill beyond noise) and a conformal widening of the band so it covers about 80 %.
+`learn` fits the normaliser (the volatility prior and volume scale) on the history, trains
+a copy of the current network (or a new one, whose untrained answer is the last close in
+the prior's band) for a number of passes over the training windows, and lets the newest
+windows decide (time-ordered, with an embargo of one horizon): the copy is offered only if
+every loss was finite and validation is not worse than the model in use on the same slice.
+Then, per symbol and stored horizon, the median gate (`calibration.median_gate`) decides
+whether the network's median replaces the last close, from the prequential record of the
+networks in use (`evidence.py`) and the candidate's own validation; and the band is
+blended with the prior's and conformally widened where the network earned a weight.
+
+The pieces live by concept: tensors and the optimisation loop in `training.py`, the
+network in `network.py`, blending in `blend.py`, the checkpoint in `fitted.py`.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import calibration, checkpoint, windows
+from . import blend, evidence, fitted, judge, training, windows
 from .base import (
     Accepted,
     Forecast,
@@ -39,9 +40,9 @@ from .base import (
     UnusableOutput,
 )
 from .device import describe, resolve
-from .model import Seq2Seq, pinball
-from .optim import Adam
-from .scaling import CLIP, Normaliser, Scales
+from .fitted import Fitted
+from .network import Seq2Seq
+from .scaling import Normaliser
 
 WARMUP_ROWS = 100  # rows before the volatility EWMAs are trusted enough to end a window
 
@@ -52,16 +53,19 @@ class Seq2SeqConfig:
     step_ms: int
     lookback: int = 240
     horizon: int = 60  # steps decoded; forecasts can be asked for any 1..horizon
+    horizons: tuple[int, ...] = ()  # the horizons stored (the gate's cells); () = every step
     rnn: str = "gru"
     hidden: int = 32
     layers: int = 2
     dropout: float = 0.1
     patch: int = 4
+    lags: int = 2  # the highway's last returns of every symbol
     learning_rate: float = 1e-3
     batch_size: int = 64
-    initial_steps: int = 100
-    retrain_steps: int = 10
-    max_val_windows: int = 512
+    epochs: float = 4.0  # passes over the training windows of a first training
+    retrain_epochs: float = 1.0  # ... of a warm start
+    initial_steps: int = 2000  # at most this many optimiser steps (the time budget)
+    retrain_steps: int = 500
     val_fraction: float = 0.2
     min_windows: int = 64
     grad_clip: float = 1.0
@@ -69,11 +73,13 @@ class Seq2SeqConfig:
     # A forecast of more than e^3 (20x) up or down within the horizon is a broken model,
     # not a view on a price; toy signals dressed as log prices may need more room.
     max_log_move: float = 3.0
+    evidence_keep: int = evidence.KEEP
     seed: int = 0
     device: str = "auto"
 
-    # Fields that define the network's shape: a checkpoint must agree on all of them.
-    SHAPE = ("symbols", "step_ms", "lookback", "horizon", "rnn", "hidden", "layers", "patch")
+    # Fields that define the network and its record: a checkpoint must agree on all of them.
+    SHAPE = ("symbols", "step_ms", "lookback", "horizon", "horizons", "rnn", "hidden",
+             "layers", "patch", "lags")
 
     @property
     def n_features(self) -> int:
@@ -83,39 +89,9 @@ class Seq2SeqConfig:
     def n_future(self) -> int:
         return windows.TIME_FEATURES + 1 + 2 * len(self.symbols)
 
-
-@dataclass(frozen=True)
-class Fitted:
-    """Everything a forecast needs, swapped in as one object (atomic for readers)."""
-
-    net: Seq2Seq
-    norm: Normaliser
-    alpha: np.ndarray  # (H, S) shrink of the median
-    gamma: np.ndarray  # (H,) weight of the network's band against the prior's
-    widen: np.ndarray  # (H,) conformal adjustment of the band, in band widths
-    version: str
-    data_start_ts: int
-    data_end_ts: int
-    val_loss: float
-    meta: dict[str, Any] = field(default_factory=dict)
-
     @property
-    def uses_network(self) -> bool:
-        """Whether any forecast depends on the network (a median move or a band weight)."""
-        return bool(np.any(self.alpha != 0) or np.any(self.gamma != 0))
-
-
-@dataclass
-class _Windows:
-    """Training or validation windows of one history, normalised, on the device."""
-
-    rows: torch.Tensor  # (n, F) raw row features
-    ends: torch.Tensor  # (m,) row index of each window's last input row
-    sigma1: torch.Tensor  # (m, S)
-    fut: torch.Tensor  # (m, H, n_future)
-    y: torch.Tensor  # (m, H, S) standardised targets
-    scales: Scales
-    moves: np.ndarray  # (m, H, S) raw cumulative log returns
+    def stored(self) -> list[int]:
+        return sorted(set(self.horizons)) if self.horizons else list(range(1, self.horizon + 1))
 
 
 class Seq2SeqForecaster:
@@ -123,6 +99,8 @@ class Seq2SeqForecaster:
     joint = True
 
     def __init__(self, config: Seq2SeqConfig) -> None:
+        if any(not 1 <= k <= config.horizon for k in config.horizons):
+            raise ValueError(f"horizons {config.horizons} beyond 1..{config.horizon}")
         self.config = config
         self.device = resolve(config.device)
         self.context = max(config.context, config.lookback + 1)
@@ -141,14 +119,12 @@ class Seq2SeqForecaster:
     def fitted(self) -> Fitted | None:
         return self._fitted
 
-    def learn(self, history: History, *, should_stop: Callable[[], bool] | None = None,
-              steps: int | None = None) -> LearnOutcome:
+    def learn(self, history: History, *,
+              should_stop: Callable[[], bool] | None = None) -> LearnOutcome:
         """Train on `history` (warm start when a model exists); see the module doc."""
         cfg = self.config
         self._check_history(history)
         current = self._fitted
-        n_steps = steps if steps is not None else (cfg.retrain_steps if current
-                                                   else cfg.initial_steps)
         dev = describe(self.device)
         ends = windows.valid_ends(history, cfg.lookback, cfg.horizon)
         ends = ends[ends >= min(WARMUP_ROWS, len(history) // 4)]
@@ -156,8 +132,7 @@ class Seq2SeqForecaster:
         if len(ends) < cfg.min_windows:
             return Rejected(RejectCode.NOT_ENOUGH_DATA, f"not enough data: {len(ends)} "
                             f"complete windows, need {cfg.min_windows}", stats)
-        # The newest windows validate; capped so a retrain stays cheap on a long window.
-        n_val = min(cfg.max_val_windows, max(8, int(len(ends) * cfg.val_fraction)))
+        n_val = max(8, int(len(ends) * cfg.val_fraction))
         # Embargo: no training target may reach into the validation targets.
         first_val_end = int(ends[len(ends) - n_val])
         train_ends = ends[ends <= first_val_end - cfg.horizon]
@@ -165,70 +140,67 @@ class Seq2SeqForecaster:
         if len(train_ends) < cfg.min_windows // 2:
             return Rejected(RejectCode.NOT_ENOUGH_DATA, f"not enough data: {len(train_ends)} "
                             "training windows after the split", stats)
-        seed = _seed(cfg.seed, int(history.ts[-1]))
         # The normaliser (the volatility prior and its band) is a handful of numbers fitted
         # on every window whose outcome is known; the network is what validation judges.
         norm = Normaliser.fit(history, ends, cfg.horizon)
         rows = windows.row_features(history)
-        train = self._windows(history, rows, train_ends, norm)
-        val = self._windows(history, rows, val_ends, norm)
-
+        train = training.build(history, rows, train_ends, norm, cfg.horizon, self.device)
+        val = training.build(history, rows, val_ends, norm, cfg.horizon, self.device)
+        record = self._record(current, history, rows)
+        epochs, cap = ((cfg.retrain_epochs, cfg.retrain_steps) if current
+                       else (cfg.epochs, cfg.initial_steps))
+        steps = training.n_steps(len(train), epochs, cfg.batch_size, cap)
+        seed = training.seed_for(cfg.seed, int(history.ts[-1]))
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
             start = copy.deepcopy(current.net) if current is not None else self._new_net()
             start.to(self.device)
             net = copy.deepcopy(start)
-            rng = np.random.default_rng(seed)
-            outcome = self._train(net, train, norm, n_steps, rng, should_stop)
-        stats = TrainStats(len(ends), outcome["steps"], outcome["loss"], device=dev)
-        if outcome["stopped"]:
+            if current is None:
+                training.init_highway(net, train, cfg.lookback)
+            run = training.fit(net, train, norm, lookback=cfg.lookback, steps=steps,
+                               batch=cfg.batch_size, lr=cfg.learning_rate,
+                               grad_clip=cfg.grad_clip, rng=np.random.default_rng(seed),
+                               should_stop=should_stop)
+        stats = TrainStats(len(ends), run.steps, run.loss, device=dev)
+        if run.stopped:
             return Stopped("stopped: shutting down", stats)
-        if outcome["error"]:
-            return Rejected(RejectCode.NON_FINITE, outcome["error"], stats)
-        # Two candidates under the refreshed normaliser: the trained network, and the
-        # network it started from (untrained: the prior's own band). Validation picks.
-        pred = self._predict(net, val, norm)  # (v, H, S, 3) standardised
-        val_loss = float(pinball(pred, val.y))
-        kept_pred = self._predict(start, val, norm)
-        kept_loss = float(pinball(kept_pred, val.y))
-        if not math.isfinite(val_loss) and not math.isfinite(kept_loss):
-            return Rejected(RejectCode.NON_FINITE, "validation loss is not finite",
-                            TrainStats(len(ends), outcome["steps"], outcome["loss"], device=dev))
+        if run.error:
+            return Rejected(RejectCode.NON_FINITE, run.error, stats)
+        # Two candidates under the refreshed normaliser, each judged as it would serve:
+        # the trained network, and the network it started from (untrained: the prior's
+        # own band around the last close).
+        assert val.moves is not None
+        val_ts = history.ts[val_ends]
+
+        def verdict(n: Seq2Seq) -> judge.Verdict:
+            raw = training.predict_raw(n, val, norm, cfg.lookback)
+            return judge.judge(raw, norm, val.scales, val.moves, record, val_ts, cfg.stored,
+                               cfg.symbols)
+
+        v, kept = verdict(net), verdict(start)
+        if not math.isfinite(v.loss) and not math.isfinite(kept.loss):
+            return Rejected(RejectCode.NON_FINITE, "validation loss is not finite", stats)
         note = "trained network"
-        if not math.isfinite(val_loss) or kept_loss < val_loss:
-            net, pred, val_loss = start, kept_pred, kept_loss
+        if not v.beats(kept):
+            net, v = start, kept
             note = ("the prior's band (training did not beat it)" if current is None
                     else "network unchanged, prior refreshed (training did not help)")
-        prev_loss: float | None = None
-        if current is not None:
-            prev = self._predict_raw(current, history, rows, val_ends)
-            prev_loss = float(pinball(torch.as_tensor(prev / val.scales.path_sd[..., None],
-                                                      dtype=torch.float32, device=self.device),
-                                      val.y))
-        stats = TrainStats(len(ends), outcome["steps"], outcome["loss"], val_loss, prev_loss,
-                           dev)
+        prev_loss = None if current is None else self._served_loss(current, history, rows,
+                                                                    val)
+        stats = TrainStats(len(ends), run.steps, run.loss, v.loss, prev_loss, dev, v.proof)
         if current is not None and prev_loss is not None and (
-                math.isfinite(prev_loss) and val_loss > prev_loss):
+                math.isfinite(prev_loss) and v.loss > prev_loss):
             return Rejected(RejectCode.WORSE_THAN_CURRENT,
-                            f"validation {val_loss:.5f} worse than current {prev_loss:.5f}; "
+                            f"validation {v.loss:.5f} worse than current {prev_loss:.5f}; "
                             f"keeping {current.version}", stats)
-        raw = norm.unscale(pred.double().cpu().numpy(), val.scales)  # (v, H, S, 3) log returns
-        alpha = calibration.shrink(raw[..., 1], val.moves)
-        prior = _prior_band(norm, val.scales)
-        gamma = calibration.band_weight(prior, (raw[..., 0], raw[..., 2]), val.moves)
-        lo, _, hi = _blend(raw, prior, alpha, gamma)
-        # The prior's band is calibrated already; only a band the network moved is widened.
-        widen = calibration.widen(lo, hi, val.moves) * (gamma > 0)
         net.eval()
-        version = _version(net, norm, np.concatenate([alpha.ravel(), gamma]), widen,
-                           int(history.ts[-1]))
-        fitted = Fitted(net=net, norm=norm, alpha=alpha, gamma=gamma, widen=widen,
-                        version=version,
-                        data_start_ts=int(history.ts[0]), data_end_ts=int(history.ts[-1]),
-                        val_loss=val_loss)
-        why = (f"validation {val_loss:.5f} <= current {prev_loss:.5f}; {note}" if current
-               else f"first model, validation {val_loss:.5f}; {note}")
-        return Accepted(fitted, fitted.version, why, stats)
+        version = fitted.version_of(net, norm, [v.alpha, v.gamma, v.widen], int(history.ts[-1]))
+        f = Fitted(net, norm, v.alpha, v.gamma, v.widen, version, int(history.ts[0]),
+                   int(history.ts[-1]), v.loss, record, v.proof)
+        why = (f"validation {v.loss:.5f} <= current {prev_loss:.5f}; {note}" if current
+               else f"first model, validation {v.loss:.5f}; {note}")
+        return Accepted(f, version, f"{why}; {judge.median_note(v.proof)}", stats)
 
     def adopt(self, candidate: Any) -> None:
         if not isinstance(candidate, Fitted):
@@ -236,8 +208,8 @@ class Seq2SeqForecaster:
         self._fitted = candidate
 
     def forecast(self, history: History, horizons: list[int]) -> list[Forecast]:
-        fitted = self._fitted
-        if fitted is None:
+        f = self._fitted
+        if f is None:
             raise NotEnoughData("seq2seq has no trained model yet")
         cfg = self.config
         if max(horizons) > cfg.horizon:
@@ -247,28 +219,24 @@ class Seq2SeqForecaster:
             raise NotEnoughData(f"window ending {history.ts[-1] if len(history) else '-'} is "
                                 f"shorter than {cfg.lookback + 1} candles or has a hole")
         h = history.tail(self.context)
-        sc = fitted.norm.scales_last(h, cfg.horizon)
+        sc = f.norm.scales_last(h, cfg.horizon)
         if not np.all(np.isfinite(sc.path_sd)) or np.any(sc.path_sd <= 0):
             raise NotEnoughData("no volatility estimate yet")
-        if fitted.uses_network:
-            rows = windows.row_features(h.tail(cfg.lookback + 1))[1:]
-            x = fitted.norm.inputs(rows[None], sc.sigma1)
-            fut = _future(h.ts[-1:], sc, cfg)
-            with torch.inference_mode():
-                q = fitted.net(torch.as_tensor(x, dtype=torch.float32, device=self.device),
-                               torch.as_tensor(fut, dtype=torch.float32, device=self.device),
-                               torch.as_tensor(fitted.norm.base, dtype=torch.float32,
-                                               device=self.device))
-            r = fitted.norm.unscale(q.double().cpu().numpy(), sc)  # (1, H, S, 3) log returns
+        if f.uses_network:
+            tail = h.tail(cfg.lookback + 1)
+            w = training.build(tail, windows.row_features(tail), np.array([cfg.lookback]),
+                               f.norm, cfg.horizon, self.device, targets=False, scales=sc)
+            r = training.predict_raw(f.net, w, f.norm, cfg.lookback)  # (1, H, S, 3)
         else:
-            # Validation gave the network no weight anywhere: the forecast is the prior's
-            # band around the last close, exactly, without running the network.
+            # No median move and no band weight anywhere: the forecast is the prior's band
+            # around the last close, exactly, without running the network.
             r = np.zeros((1, cfg.horizon, len(cfg.symbols), 3))
-        lo, med, hi = (a[0] for a in _apply(r, _prior_band(fitted.norm, sc), fitted))
+        lo, med, hi = (a[0] for a in blend.serve(r, blend.prior_band(f.norm, sc), f.alpha,
+                                                  f.gamma, f.widen))
         k = np.asarray(horizons) - 1
         used = np.stack([lo[k], med[k], hi[k]])
         if not np.all(np.isfinite(used)) or np.max(np.abs(used)) > cfg.max_log_move:
-            raise UnusableOutput(f"model {fitted.version} produced non-finite or implausible "
+            raise UnusableOutput(f"model {f.version} produced non-finite or implausible "
                                  "returns; not forecasting with it")
         last = h.close[-1]
         return [Forecast(sym, hz, float(last[s]) * math.exp(med[hz - 1, s]),
@@ -276,59 +244,20 @@ class Seq2SeqForecaster:
                          float(last[s]) * math.exp(hi[hz - 1, s]))
                 for s, sym in enumerate(cfg.symbols) for hz in horizons]
 
-    # -- checkpoints -------------------------------------------------------------
     def dumps(self, candidate: Any | None = None) -> bytes:
         f = candidate if candidate is not None else self._fitted
         if not isinstance(f, Fitted):
             raise ValueError("nothing to save: no trained model")
-        cfg = asdict(self.config)
-        cfg.pop("device")
-        meta = {
-            "model": self.name, "version": f.version, "config": cfg,
-            "normaliser": f.norm.to_json(), "alpha": f.alpha.tolist(),
-            "gamma": f.gamma.tolist(), "widen": f.widen.tolist(), "data_start_ts": f.data_start_ts,
-            "data_end_ts": f.data_end_ts, "val_loss": f.val_loss,
-        }
-        return checkpoint.dumps(f.net.state_dict(), meta)
+        return fitted.dumps(f, self.name, self._config_json())
 
-    def loads(self, data: bytes, origin: str = "checkpoint") -> None:
-        state, meta = checkpoint.loads(data, origin)
-        if meta.get("model") != self.name:
-            raise checkpoint.CheckpointError(f"{origin}: a {meta.get('model')!r} checkpoint")
-        if meta.get("format") != checkpoint.FORMAT:
-            raise checkpoint.CheckpointError(
-                f"{origin}: checkpoint format {meta.get('format')} was made by an older "
-                "seq2seq; a new model is trained instead")
-        theirs = meta.get("config", {})
-        mine = asdict(self.config)
-        diffs = [f"{k} {theirs.get(k)!r} != {_norm(mine[k])!r}" for k in Seq2SeqConfig.SHAPE
-                 if _norm(theirs.get(k)) != _norm(mine[k])]
-        if diffs:
-            raise checkpoint.CheckpointError(
-                f"{origin}: made for another configuration ({'; '.join(diffs)})")
-        net = self._new_net()
-        try:
-            net.load_state_dict(state, strict=True)
-            norm = Normaliser.from_json(meta["normaliser"])
-            alpha = np.asarray(meta["alpha"], float)
-            gamma = np.asarray(meta["gamma"], float)
-            widen = np.asarray(meta["widen"], float)
-            version = str(meta["version"])
-            span = int(meta["data_start_ts"]), int(meta["data_end_ts"])
-            val_loss = float(meta["val_loss"])
-        except (RuntimeError, KeyError, TypeError, ValueError) as e:
-            raise checkpoint.CheckpointError(f"{origin}: weights do not fit: {str(e)[:200]}") \
-                from e
-        if alpha.shape != (self.config.horizon, len(self.config.symbols)) or \
-                widen.shape != (self.config.horizon,) or gamma.shape != widen.shape:
-            raise checkpoint.CheckpointError(f"{origin}: calibration has the wrong shape")
-        for t in [*state.values(), torch.as_tensor(alpha), torch.as_tensor(gamma),
-                  torch.as_tensor(widen)]:
-            if not torch.isfinite(t).all():
-                raise checkpoint.CheckpointError(f"{origin}: contains non-finite numbers")
-        net.to(self.device).eval()
-        self._fitted = Fitted(net, norm, alpha, gamma, widen, version, span[0], span[1],
-                              val_loss, meta)
+    def loads(self, data: bytes) -> None:
+        cfg = self.config
+        f = fitted.loads(data, model=self.name, config=self._config_json(),
+                         shape=Seq2SeqConfig.SHAPE, new_net=self._new_net,
+                         calib_shape=(cfg.horizon, len(cfg.symbols)),
+                         cells=len(cfg.stored) * len(cfg.symbols))
+        f.net.to(self.device).eval()
+        self._fitted = f
 
     # -- internals -----------------------------------------------------------------
     def _check_history(self, h: History) -> None:
@@ -336,152 +265,44 @@ class Seq2SeqForecaster:
             raise ValueError(f"history of {h.symbols} at {h.step_ms} ms does not match the "
                              f"model's {self.config.symbols} at {self.config.step_ms} ms")
 
+    def _config_json(self) -> dict[str, Any]:
+        cfg = asdict(self.config)
+        cfg.pop("device")
+        return cfg
+
     def _new_net(self) -> Seq2Seq:
         c = self.config
         return Seq2Seq(c.n_features, len(c.symbols), c.horizon, hidden=c.hidden,
                        layers=c.layers, dropout=c.dropout, rnn=c.rnn, patch=c.patch,
-                       n_future=c.n_future)
+                       n_future=c.n_future, lags=c.lags)
 
-    def _windows(self, h: History, rows: np.ndarray, ends: np.ndarray,
-                 norm: Normaliser) -> _Windows:
+    def _served_loss(self, current: Fitted, h: History, rows: np.ndarray,
+                     val: training.Windows) -> float:
+        """The model in use, as it serves today (its own prior, its own gates), scored on
+        the validation slice in the refreshed prior's units."""
         cfg = self.config
-        sc = norm.scales(h, ends, cfg.horizon)
-        moves = windows.targets(h.close, ends, cfg.horizon)
-        dev = self.device
-        s = len(cfg.symbols)
-        rows = rows.copy()
-        rows[:, 2 * s:3 * s] = (rows[:, 2 * s:3 * s] - norm.vol_mean) / norm.vol_std
-        return _Windows(
-            rows=torch.as_tensor(rows, dtype=torch.float32, device=dev),
-            ends=torch.as_tensor(ends, dtype=torch.long, device=dev),
-            sigma1=torch.as_tensor(sc.sigma1, dtype=torch.float32, device=dev),
-            fut=torch.as_tensor(_future(h.ts[ends], sc, cfg), dtype=torch.float32, device=dev),
-            y=torch.as_tensor(norm.targets(moves, sc), dtype=torch.float32, device=dev),
-            scales=sc, moves=moves,
-        )
+        assert val.moves is not None
+        w = training.build(h, rows, val.ends.cpu().numpy(), current.norm, cfg.horizon,
+                           self.device, targets=False)
+        raw = training.predict_raw(current.net, w, current.norm, cfg.lookback)
+        lo, med, hi = blend.serve(raw, blend.prior_band(current.norm, w.scales), current.alpha,
+                                  current.gamma, current.widen)
+        return judge.served_loss(lo, med, hi, val.moves, val.scales.path_sd)
 
-    def _train(self, net: Seq2Seq, w: _Windows, norm: Normaliser, n_steps: int,
-               rng: np.random.Generator,
-               should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+    def _record(self, current: Fitted | None, h: History,
+                rows: np.ndarray) -> evidence.Record:
+        """The prequential record brought up to the end of `h` by the network in use."""
         cfg = self.config
-        # Adam: robust to the very different gradient scales of the encoder and the head;
-        # a constant rate because warm starts are short and many.
-        opt = Adam(net.parameters(), lr=cfg.learning_rate)
-        net.train()
-        losses: list[float] = []
-        m = len(w.ends)
-        base = torch.as_tensor(norm.base, dtype=torch.float32, device=w.rows.device)
-        for step in range(n_steps):
-            if should_stop is not None and should_stop():
-                return {"steps": step, "loss": _mean(losses), "error": None, "stopped": True}
-            pos = torch.as_tensor(rng.choice(m, size=min(cfg.batch_size, m), replace=False),
-                                  dtype=torch.long, device=w.rows.device)
-            loss = pinball(net(self._x(w, pos), w.fut[pos], base), w.y[pos])
-            if not torch.isfinite(loss):
-                return {"steps": step, "loss": _mean(losses), "stopped": False,
-                        "error": f"non-finite training loss at step {step}"}
-            opt.zero_grad()
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            if not torch.isfinite(norm):
-                return {"steps": step, "loss": _mean(losses), "stopped": False,
-                        "error": f"non-finite gradient at step {step}"}
-            opt.step()
-            losses.append(float(loss.detach()))
-        net.eval()
-        return {"steps": n_steps, "loss": _mean(losses[-max(1, n_steps // 4):]), "error": None,
-                "stopped": False}
+        cells = len(cfg.stored) * len(cfg.symbols)
+        if current is None:
+            return evidence.Record.empty(int(h.ts[-1]), cells)
+        k = np.asarray(cfg.stored) - 1
 
-    def _x(self, w: _Windows, pos: torch.Tensor) -> torch.Tensor:
-        s = len(self.config.symbols)
-        offs = torch.arange(-self.config.lookback + 1, 1, device=w.rows.device)
-        x = w.rows[w.ends[pos][:, None] + offs[None, :]].clone()  # (B, L, F)
-        sig = w.sigma1[pos][:, None, :]
-        x[..., :s] = x[..., :s] / sig
-        x[..., s:2 * s] = x[..., s:2 * s] / sig
-        # Exactly what Normaliser.inputs does for a forecast.
-        return torch.nan_to_num(x.clamp(-CLIP, CLIP), nan=0.0)
+        def medians(ends: np.ndarray) -> np.ndarray:
+            w = training.build(h, rows, ends, current.norm, cfg.horizon, self.device,
+                               targets=False)
+            raw = training.predict_raw(current.net, w, current.norm, cfg.lookback)
+            return raw[:, k, :, 1].reshape(len(ends), cells)
 
-    def _predict(self, net: Seq2Seq, w: _Windows, norm: Normaliser) -> torch.Tensor:
-        net.eval()
-        outs = []
-        base = torch.as_tensor(norm.base, dtype=torch.float32, device=w.rows.device)
-        with torch.inference_mode():
-            for k in range(0, len(w.ends), 512):
-                pos = torch.arange(k, min(k + 512, len(w.ends)), device=w.rows.device)
-                outs.append(net(self._x(w, pos), w.fut[pos], base))
-        return torch.cat(outs)
-
-    def _predict_raw(self, f: Fitted, h: History, rows: np.ndarray,
-                     ends: np.ndarray) -> np.ndarray:
-        """A fitted model's quantiles (m, H, S, 3) of the raw log return, as it forecasts."""
-        w = self._windows(h, rows, ends, f.norm)
-        q = self._predict(f.net, w, f.norm).double().cpu().numpy()
-        return f.norm.unscale(q, w.scales)
-
-
-def _future(ts_end: np.ndarray, sc: Scales, cfg: Seq2SeqConfig) -> np.ndarray:
-    """Decoder inputs (m, H, 5 + 2S): calendar, step, the prior's path shape, the regime."""
-    m, horizon = len(ts_end), cfg.horizon
-    cal = windows.future_time(ts_end, cfg.step_ms, horizon)
-    step = np.broadcast_to(np.linspace(0.0, 1.0, horizon)[None, :, None], (m, horizon, 1))
-    k = np.arange(1, horizon + 1, dtype=np.float64)[None, :, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        shape = np.log(sc.path_sd ** 2 / (k * sc.sigma1[:, None, :] ** 2))
-    shape = np.clip(np.nan_to_num(shape), -3.0, 3.0)
-    regime = np.broadcast_to(sc.regime[:, None, :], (m, horizon, sc.regime.shape[1]))
-    return np.concatenate([cal, step, shape, regime], axis=2)
-
-
-def _prior_band(norm: Normaliser, sc: Scales) -> tuple[np.ndarray, np.ndarray]:
-    """The prior's own band (lower, upper), each (m, H, S) log returns around no change."""
-    half = norm.base[None] * sc.path_sd
-    return -half, half
-
-
-def _blend(r: np.ndarray, prior: tuple[np.ndarray, np.ndarray], alpha: np.ndarray,
-           gamma: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(lower, median, upper) (m, H, S): the shrunk median, the band gamma of the way from
-    the prior's to the network's."""
-    g = gamma[None, :, None]
-    med = r[..., 1] * alpha[None]
-    lo = (1 - g) * prior[0] + g * r[..., 0]
-    hi = (1 - g) * prior[1] + g * r[..., 2]
-    return lo, med, hi
-
-
-def _apply(r: np.ndarray, prior: tuple[np.ndarray, np.ndarray],
-           f: Fitted) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Calibrated (lower, median, upper) log returns (m, H, S) from raw quantiles."""
-    lo, med, hi = _blend(r, prior, f.alpha, f.gamma)
-    width = hi - lo
-    w = f.widen[None, :, None]
-    return np.minimum(lo - w * width, med), med, np.maximum(hi + w * width, med)
-
-
-def _seed(base: int, end_ts: int) -> int:
-    """A seed that depends only on the config seed and the data's end: runs are
-    reproducible, and replay equals live for the same data."""
-    h = hashlib.sha256(f"{base}:{end_ts}".encode()).digest()
-    return int.from_bytes(h[:4], "little")
-
-
-def _version(net: Seq2Seq, norm: Normaliser, alpha: np.ndarray, widen: np.ndarray,
-             end_ts: int) -> str:
-    """Data end time plus a hash of everything that shapes a forecast."""
-    h = hashlib.sha256()
-    for k, v in sorted(net.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    h.update(json.dumps(norm.to_json(), sort_keys=True).encode())
-    h.update(np.ascontiguousarray(alpha).tobytes() + np.ascontiguousarray(widen).tobytes())
-    when = datetime.fromtimestamp(end_ts / 1000, tz=UTC).strftime("%Y%m%dT%H%MZ")
-    return f"{when}-{h.hexdigest()[:8]}"
-
-
-def _mean(xs: list[float]) -> float | None:
-    return float(np.mean(xs)) if xs else None
-
-
-def _norm(v: Any) -> Any:
-    return list(v) if isinstance(v, tuple) else v
+        return evidence.extend(current.record, h, cfg.lookback, cfg.stored, medians,
+                               cfg.evidence_keep)

@@ -46,6 +46,14 @@ def row_features(h: History) -> np.ndarray:
     return np.concatenate([r, rng, lv, time_features(h.ts)], axis=1)
 
 
+def _present_runs(h: History) -> np.ndarray:
+    """run[i] = number of consecutive rows ending at i with a close and a volume."""
+    ok = np.all(np.isfinite(h.close), axis=1) & np.all(np.isfinite(h.volume), axis=1)
+    idx = np.arange(len(ok))
+    last_bad = np.where(ok, -1, idx)
+    return idx - np.maximum.accumulate(last_bad) if len(ok) else idx
+
+
 def valid_ends(h: History, lookback: int, horizon: int) -> np.ndarray:
     """Rows t that can end a training window: closes t-L .. t+H all present.
 
@@ -54,20 +62,27 @@ def valid_ends(h: History, lookback: int, horizon: int) -> np.ndarray:
     >>> valid_ends(h, lookback=2, horizon=1).tolist()
     [2, 7]
     """
-    ok = np.all(np.isfinite(h.close), axis=1) & np.all(np.isfinite(h.volume), axis=1)
-    n = len(ok)
-    span = lookback + horizon + 1
-    if n < span:
+    n = len(h)
+    if n < lookback + horizon + 1:
         return np.zeros(0, dtype=np.int64)
-    # run[i] = number of consecutive present rows ending at i
-    bad = np.flatnonzero(~ok)
-    idx = np.arange(n)
-    last_bad = np.full(n, -1)
-    last_bad[bad] = bad
-    last_bad = np.maximum.accumulate(last_bad)
-    run = idx - last_bad
+    run = _present_runs(h)
     ends = np.arange(lookback, n - horizon)
-    return ends[run[ends + horizon] >= span]
+    return ends[run[ends + horizon] >= lookback + horizon + 1]
+
+
+def input_ends(h: History, lookback: int) -> np.ndarray:
+    """Rows t whose input window t-L .. t is complete (a forecast could be issued there),
+    whatever comes after.
+
+    >>> c = np.array([[1.0], [2], [3], [4], [np.nan], [6], [7], [8], [9]])
+    >>> input_ends(History(np.arange(9) * 60_000, c, c.copy(), ('X',), 60_000), 2).tolist()
+    [2, 3, 7, 8]
+    """
+    if len(h) < lookback + 1:
+        return np.zeros(0, dtype=np.int64)
+    run = _present_runs(h)
+    ends = np.arange(lookback, len(h))
+    return ends[run[ends] >= lookback + 1]
 
 
 def window_ok(h: History, lookback: int) -> bool:
@@ -89,12 +104,6 @@ def targets(close: np.ndarray, ends: np.ndarray, horizon: int) -> np.ndarray:
     lc = np.log(close)
     k = np.arange(1, horizon + 1)
     return lc[ends[:, None] + k[None, :]] - lc[ends][:, None, :]
-
-
-def gather(feats: np.ndarray, ends: np.ndarray, lookback: int) -> np.ndarray:
-    """Encoder inputs: rows t-L+1 .. t of the feature matrix, shape (m, L, F)."""
-    offs = np.arange(-lookback + 1, 1)
-    return feats[ends[:, None] + offs[None, :]]
 
 
 def future_time(ts_end: np.ndarray, step_ms: int, horizon: int) -> np.ndarray:

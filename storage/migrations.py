@@ -103,11 +103,17 @@ def _import_checkpoint_files(conn: Connection) -> None:
         log.info("imported checkpoint %s of %s from %s", version, model, path)
 
 
+def _v4(conn: Connection) -> None:
+    # Same text on both back-ends: TEXT is TEXT.
+    conn.exec_driver_sql("ALTER TABLE training_runs ADD COLUMN evidence TEXT")
+
+
 # Append new steps here; never edit a step that has shipped.
 MIGRATIONS: list[Migration] = [
     Migration(1, "candles, empty_candles, forecasts, training_runs, views", _v1),
     Migration(2, "index forecasts by target time (recent-error queries)", _v2),
     Migration(3, "checkpoints in the store; interval score and skill in forecast_accuracy", _v3),
+    Migration(4, "training_runs.evidence: why each retrain moved the median or kept it", _v4),
 ]
 LATEST = MIGRATIONS[-1].version
 

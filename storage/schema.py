@@ -146,6 +146,9 @@ training_runs = Table(
     Column("reason", Text),
     Column("wall_seconds", Float),
     Column("checkpoint", Text),
+    # JSON: what decided the model's median (per symbol and horizon: gain, standard error,
+    # n, threshold, moved) or, for linear, its penalties and coefficients (schema 4).
+    Column("evidence", Text),
     CheckConstraint(
         "status IN ('running', 'accepted', 'rejected', 'failed')", name="training_runs_status"
     ),

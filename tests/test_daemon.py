@@ -36,8 +36,8 @@ def test_the_daemon_ingests_trains_forecasts_scores_and_talks_to_systemd(
     p = harness.start()
     harness.wait_for(lambda: harness.notify.has("READY=1"), "READY=1")
     harness.wait_for(lambda: all(c[1] > 0 for c in counts(harness).values())
-                     and set(counts(harness)) == {"seq2seq", "naive", "drift"},
-                     "scored forecasts of all three models")
+                     and set(counts(harness)) == {"seq2seq", "naive", "drift", "linear"},
+                     "scored forecasts of all four models")
     syms = dict(harness.query("select symbol, count(*) from candles group by symbol"))
     assert set(syms) == {"BTC/USD", "BTC/EUR"} and min(syms.values()) >= 300
     assert harness.query("select count(*) from training_runs where status = 'accepted'")[0][0] >= 1
@@ -76,7 +76,7 @@ def test_status_reports_model_training_pending_and_recent_error(
     assert data["model"]["version"] and data["last_training"]["status"] in ("accepted",
                                                                            "rejected")
     assert data["pending_forecasts"] > 0
-    assert {r["model"] for r in data["mae_24h"]} == {"seq2seq", "naive", "drift"}
+    assert {r["model"] for r in data["mae_24h"]} == {"seq2seq", "naive", "drift", "linear"}
     # Numbers for machines: seconds and milliseconds; who runs the daemon.
     (group,) = data["groups"]
     assert group["daemon"]["running"] and re.fullmatch(r"host \S+ pid \d+",
@@ -84,7 +84,7 @@ def test_status_reports_model_training_pending_and_recent_error(
     assert all(s["lag_ms"] // 1000 == s["lag_s"] for s in data["series"])
     assert data["model"]["age_s"] >= 0 and data["model"]["trained_at_ms"] > 0
     assert data["last_training"]["unaccepted_in_a_row"] >= 0
-    assert {r["model"] for r in group["mase_24h"]} == {"seq2seq", "drift"}
+    assert {r["model"] for r in group["mase_24h"]} == {"seq2seq", "drift", "linear"}
     assert {r["horizon"] for r in group["mase_24h"]} == {1}
     assert all(r["mase"] > 0 and r["n"] > 0 for r in group["mase_24h"])
     harness.stop(p)
@@ -95,7 +95,8 @@ def test_status_reports_model_training_pending_and_recent_error(
     assert re.search(r"lag \d+ (s|min)", text.stdout), text.stdout
     assert re.search(r"\d+ (s|min)( \d+ s)? old", text.stdout), text.stdout
     assert re.search(r"last training: (accepted|rejected) \d+ (s|min)", text.stdout)
-    assert re.search(r"BTC/USD\s+drift \d\.\d{3} \(n=\d+\), seq2seq \d\.\d{3}", text.stdout)
+    assert re.search(r"BTC/USD\s+drift \d\.\d{3} \(n=\d+\), linear \d\.\d{3} \(n=\d+\), "
+                     r"seq2seq \d\.\d{3}", text.stdout)
 
 
 def test_a_second_instance_is_refused_and_a_kill_9_restart_resumes_cleanly(
@@ -184,7 +185,8 @@ def test_training_does_not_hold_up_the_ticks(tmp_path: Path,
     """A training that never ends here (a million steps) runs beside the ticks: ticks keep
     completing and storing forecasts while it runs, and SIGTERM still stops the daemon."""
     h = DaemonHarness(tmp_path, minutes, speed=120.0,
-                      model={"initial_steps": 1_000_000, "hidden": 24, "retrain_every": 1000})
+                      model={"initial_steps": 1_000_000, "epochs": 1e6, "hidden": 24,
+                             "retrain_every": 1000})
     try:
         p = h.start()
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from forecaster import checkpoint
+from forecaster import checkpoint, training
+from forecaster.band import Z80
 from forecaster.base import (
     Accepted,
     Forecaster,
@@ -23,11 +24,11 @@ from forecaster.base import (
     RejectCode,
     Rejected,
     Stopped,
-    Unchanged,
+    Trainable,
 )
 from forecaster.baselines import Drift, Naive
+from forecaster.linear import Linear
 from forecaster.seq2seq import Seq2SeqForecaster
-from forecaster.volatility import Z80
 from tests.helpers.forecaster import (
     STEP,
     SYMS,
@@ -56,12 +57,14 @@ def trained() -> Seq2SeqForecaster:
 
 
 def forecasters(trained: Seq2SeqForecaster) -> list[Any]:
-    return [trained, Naive(context=200), Drift(context=200)]
+    lin = Linear(SYMS, STEP, HORIZONS)
+    lin.adopt(adopted(lin, sine_pair(noise=0.001)).candidate)
+    return [trained, Naive(context=200), Drift(context=200), lin]
 
 
 # -- the contract every model keeps ----------------------------------------------------
 
-@pytest.mark.parametrize("which", ["seq2seq", "naive", "drift"])
+@pytest.mark.parametrize("which", ["seq2seq", "naive", "drift", "linear"])
 def test_contract_every_horizon_finite_for_every_symbol(trained: Seq2SeqForecaster,
                                                         which: str) -> None:
     f = {x.name: x for x in forecasters(trained)}[which]
@@ -70,18 +73,21 @@ def test_contract_every_horizon_finite_for_every_symbol(trained: Seq2SeqForecast
     assert {(o.symbol, o.horizon) for o in out} == {(s, k) for s in SYMS for k in HORIZONS}
     for o in out:
         assert np.isfinite(o.yhat) and o.yhat > 0
+        if which == "linear":  # a point floor: no band (NULL in the store)
+            assert o.lower is None and o.upper is None
+            continue
         assert o.lower is not None and o.upper is not None
         assert 0 < o.lower <= o.yhat <= o.upper
     assert isinstance(f.version, str) and f.version
 
 
-@pytest.mark.parametrize("which", ["seq2seq", "naive", "drift"])
+@pytest.mark.parametrize("which", ["seq2seq", "linear"])
 def test_contract_learn_does_not_mutate_its_input(trained: Seq2SeqForecaster, which: str) -> None:
     f = copy.deepcopy({x.name: x for x in forecasters(trained)}[which])
     h = sine_pair(noise=0.001)
     before = [a.copy() for a in (h.ts, h.close, h.volume, h.high, h.low, h.open)]
     out = f.learn(h)
-    assert isinstance(out, (Accepted, Rejected, Unchanged))
+    assert isinstance(out, (Accepted, Rejected))
     for a, b in zip(before, (h.ts, h.close, h.volume, h.high, h.low, h.open), strict=True):
         assert np.array_equal(a, b)
 
@@ -144,7 +150,9 @@ def test_drift_is_the_textbook_slope_over_its_context_and_skips_holes() -> None:
 
 
 def test_baselines_have_nothing_to_learn() -> None:
-    assert isinstance(Naive().learn(sine_pair()), Unchanged)
+    for m in (Naive(), Drift()):
+        assert isinstance(m, Forecaster) and not isinstance(m, Trainable)
+    assert isinstance(Seq2SeqForecaster(small_config()), Trainable)
     assert Naive().version == "naive-2" and Drift().version == "drift-2"
 
 
@@ -229,14 +237,21 @@ def test_a_retrain_worse_than_the_current_model_on_validation_is_rejected(
     f = copy.deepcopy(trained)
     version = f.version
 
-    def oracle(self: Seq2SeqForecaster, fitted: Any, h: History, rows: Any,
-               ends: np.ndarray) -> np.ndarray:
-        # The current model "knows" every validation outcome: nothing can beat it.
-        moves = np.log(h.close[ends[:, None] + np.arange(1, 9)[None, :]] / h.close[ends][:, None])
+    h = sine_pair(1600, noise=0.0005, seed=3)
+    current = f.fitted
+    real = training.predict_raw
+
+    def oracle(net: Any, w: Any, norm: Any, lookback: int) -> np.ndarray:
+        if current is None or net is not current.net:
+            return real(net, w, norm, lookback)
+        # The current model "knows" every outcome: nothing can beat it.
+        ends = w.ends.numpy()
+        k = np.minimum(ends[:, None] + np.arange(1, 9)[None, :], len(h) - 1)
+        moves = np.log(h.close[k] / h.close[ends][:, None])
         return np.stack([moves - 1e-6, moves, moves + 1e-6], axis=-1)
 
-    monkeypatch.setattr(Seq2SeqForecaster, "_predict_raw", oracle)
-    out = f.learn(sine_pair(1600, noise=0.0005, seed=3))
+    monkeypatch.setattr(training, "predict_raw", oracle)
+    out = f.learn(h)
     assert isinstance(out, Rejected) and out.code is RejectCode.WORSE_THAN_CURRENT
     assert out.stats.val_loss is not None and out.stats.prev_val_loss is not None
     assert out.stats.val_loss > out.stats.prev_val_loss
@@ -255,18 +270,18 @@ def test_nan_in_a_training_batch_leaves_the_weights_unchanged(
         trained: Seq2SeqForecaster, monkeypatch: pytest.MonkeyPatch) -> None:
     f = copy.deepcopy(trained)
     before, version = _weights(f), f.version
-    real = Seq2SeqForecaster._x
+    real = training.gather
     calls = {"n": 0}
 
-    def poisoned(self: Seq2SeqForecaster, w: Any, pos: torch.Tensor) -> torch.Tensor:
-        x = real(self, w, pos)
+    def poisoned(w: Any, pos: torch.Tensor, lookback: int) -> torch.Tensor:
+        x = real(w, pos, lookback)
         calls["n"] += 1
         if calls["n"] == 5:
             x = x.clone()
             x[0, 0, 0] = float("nan")
         return x
 
-    monkeypatch.setattr(Seq2SeqForecaster, "_x", poisoned)
+    monkeypatch.setattr(training, "gather", poisoned)
     out = f.learn(sine_pair(1500, noise=0.001, seed=5))
     assert isinstance(out, Rejected) and out.code is RejectCode.NON_FINITE
     assert f.version == version
@@ -322,7 +337,7 @@ def test_checkpoint_of_another_configuration_is_refused_and_the_model_kept(
     assert not other.ready
     keep = copy.deepcopy(trained)
     wrong = Seq2SeqForecaster(small_config(lookback=40))
-    adopted(wrong, sine_pair(), steps=2)
+    adopted(wrong, sine_pair())
     with pytest.raises(checkpoint.CheckpointError, match="lookback"):
         keep.loads(wrong.dumps())
     assert keep.version == trained.version

@@ -94,9 +94,9 @@ def test_metrics_agree_with_the_store_and_healthz_follows_a_hanging_exchange(
         return {m: (n, s) for m, n, s in h.query(
             "select model, count(*), sum(actual is not null) from forecasts group by model")}
 
-    h.wait_for(lambda: set(forecast_counts()) == {"seq2seq", "naive", "drift"}
+    h.wait_for(lambda: set(forecast_counts()) == {"seq2seq", "naive", "drift", "linear"}
                and all(s > 0 for _, s in forecast_counts().values()),
-               "scored forecasts of all three models")
+               "scored forecasts of all four models")
     wait_until(lambda: health(base)[0] == 200, "/healthz 200 while the daemon works",
                timeout=120, on_timeout=lambda: str(health(base)))
     code, body = health(base)
@@ -178,13 +178,13 @@ def test_metrics_agree_with_the_store_and_healthz_follows_a_hanging_exchange(
     assert value(m, "tickcast_ticks_total") > 0
     info = [dict(k[1]) for k in m if k[0] == "tickcast_model_info"]
     accepted = h.query("select model_version from training_runs where status = 'accepted' "
-                       "order by id desc limit 1")
+                       "and model = 'seq2seq' order by id desc limit 1")
     assert {"model": "seq2seq", "version": accepted[0][0], "device": "cpu"} in info
     assert value(m, "tickcast_store_size_bytes") > 0
     mase = {(dict(k[1])["model"], dict(k[1])["symbol"], dict(k[1])["horizon"]): v
             for k, v in m.items() if k[0] == "tickcast_forecast_mase"}
     assert mase[("naive", "BTC/USD", "1")] == pytest.approx(1.0)
-    assert {k[0] for k in mase} == {"seq2seq", "naive", "drift"}
+    assert {k[0] for k in mase} == {"seq2seq", "naive", "drift", "linear"}
     assert any(k[0] == "tickcast_forecast_interval_skill" for k in m)
 
     # The exchange recovers: healthy again.

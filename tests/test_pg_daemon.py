@@ -114,7 +114,7 @@ def test_kill_9_then_a_restart_in_an_empty_directory_serves_the_stored_model(
         "select model_version, issued_ts from forecasts where model = 'seq2seq' "
         "order by issued_ts desc limit 1")[0]
     accepted = harness.query("select model_version from training_runs where status = "
-                             "'accepted' order by id desc limit 1")[0][0]
+                             "'accepted' and model = 'seq2seq' order by id desc limit 1")[0][0]
     empty = tmp_path / "elsewhere"
     empty.mkdir()
     second = harness.start(cwd=empty)

@@ -56,7 +56,8 @@ def test_replay_issues_every_model_every_horizon_and_retrains(full_run: tuple[Pa
     got = con.execute("select model, symbol, horizon, count(*) from forecasts "
                       "group by 1, 2, 3").fetchall()
     assert {(m, s, h) for m, s, h, _ in got} == {
-        (m, s, h) for m in ("seq2seq", "naive", "drift") for s in pair for h in (1, 3, 6)}
+        (m, s, h) for m in ("seq2seq", "naive", "drift", "linear") for s in pair
+        for h in (1, 3, 6)}
     assert all(n == 400 for *_, n in got)
     runs = con.execute("select status, count(*) from training_runs group by 1").fetchall()
     assert dict(runs).get("accepted", 0) >= 1
@@ -87,7 +88,7 @@ def test_prefix_property_forecasts_do_not_depend_on_later_data(
         f"select {cols} from forecasts where {where} order by 1, 3, 4, 5").fetchall()
     b = sqlite3.connect(out).execute(
         f"select {cols} from forecasts where {where} order by 1, 3, 4, 5").fetchall()
-    assert len(a) == len(b) == 3 * 2 * 3 * (n - 300)
+    assert len(a) == len(b) == 4 * 2 * 3 * (n - 300)  # 4 models, 2 symbols, 3 horizons
     assert a == b
 
 
@@ -186,16 +187,22 @@ def test_forecast_accuracy_view_equals_a_plain_python_computation(full_run: tupl
         mape = 100 * sum(abs(r[13]) / r[12] for r in rs) / n
         bias = sum(errs) / n
         cov_rows = [r for r in rs if r[9] is not None]
-        cov = sum(r[9] <= r[12] <= r[10] for r in cov_rows) / len(cov_rows)
         paired = [(abs(r[13]), abs(naive[(r[3], r[5], r[7])])) for r in rs]
         mase = (sum(p[0] for p in paired) / len(paired)) / (sum(p[1] for p in paired) / len(paired))
+        got = view[key]
+        assert got[0] == n
+        for g, w in zip(got[1:6], (mae, rmse, mape, bias), strict=False):
+            assert g == pytest.approx(w, rel=1e-9, abs=1e-12), key
+        assert got[6] == pytest.approx(mase, rel=1e-9), key
+        if not cov_rows:  # a model without a band (linear): no band figures at all
+            assert got[5] is None and got[7] is None and got[8] is None, key
+            continue
+        cov = sum(r[9] <= r[12] <= r[10] for r in cov_rows) / len(cov_rows)
         iscore = sum(score(r[9], r[10], r[12]) for r in cov_rows) / len(cov_rows)
         both = [(score(r[9], r[10], r[12]), score(*naive_band[(r[3], r[5], r[7])]))
                 for r in cov_rows]
         iskill = sum(b[0] for b in both) / sum(b[1] for b in both)
-        got = view[key]
-        assert got[0] == n
-        for g, w in zip(got[1:], (mae, rmse, mape, bias, cov, mase, iscore, iskill), strict=True):
+        for g, w in zip((got[5], got[7], got[8]), (cov, iscore, iskill), strict=True):
             assert g == pytest.approx(w, rel=1e-9, abs=1e-12), key
     assert view[("naive", "BTC/USD", 1)][6] == pytest.approx(1.0)
     assert view[("naive", "BTC/USD", 1)][8] == pytest.approx(1.0)
@@ -379,7 +386,9 @@ def test_a_window_with_a_hole_is_not_forecast_from_and_resumes_after_backfill(
         models = ModelSet(cfg, series)
         pipe = Pipeline(cfg, store, src, models, series)
         rep = pipe.tick(now)
-        assert rep.training is not None and [o.status for o in rep.training] == ["accepted"]
+        assert rep.training is not None
+        assert {o.model: o.status for o in rep.training} == {"seq2seq": "accepted",
+                                                              "linear": "accepted"}
         assert "seq2seq" in rep.issued
         # cut a hole into the last lookback window of BTC/EUR, as a lost page would
         con = sqlite3.connect(store.path)  # type: ignore[arg-type]
@@ -419,9 +428,9 @@ def test_the_readme_queries_run_on_a_real_replay_store(full_run: tuple[Path, Any
     con = sqlite3.connect(out)
     results = [con.execute(q).fetchall() for q in queries]
     assert all(results[i] for i in range(5)), "queries 1-5 must return rows on a replay"
-    assert {r[2] for r in results[4]} == {"seq2seq", "naive", "drift"}  # all have a band
+    assert {r[2] for r in results[4]} == {"seq2seq", "naive", "drift"}  # linear has no band
     waiting = dict((m, n) for m, _s, n, _t in results[5])
-    assert set(waiting) == {"seq2seq", "naive", "drift"}  # the last forecasts wait for actuals
+    assert set(waiting) == {"seq2seq", "naive", "drift", "linear"}  # the last wait for actuals
 
 
 def test_report_prints_the_table_writes_json_and_draws_the_plot(
@@ -438,5 +447,5 @@ def test_report_prints_the_table_writes_json_and_draws_the_plot(
     assert cli("--db", str(out), "report", "--json", "--since", "2020-01-20") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["since"] == "2020-01-20T00:00:00Z"
-    assert {r["model"] for r in data["rows"]} == {"seq2seq", "naive", "drift"}
+    assert {r["model"] for r in data["rows"]} == {"seq2seq", "naive", "drift", "linear"}
     assert all(r["first_issued_ts"] >= 1579478400000 for r in data["rows"])

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from forecaster import windows
+from forecaster import training, windows
 from forecaster.base import History
-from forecaster.scaling import Normaliser, Scales
+from forecaster.scaling import CLIP, Normaliser, Scales
 from forecaster.volatility import VolPrior, ewma, ewma_last
 
 STEP = 60_000
@@ -48,21 +49,32 @@ def test_valid_ends_never_cross_a_hole_and_miss_no_clean_window(case: tuple[Hist
 @given(histories())
 @settings(max_examples=100, deadline=None)
 def test_shapes_and_order_of_inputs_and_targets(case: tuple[History, int, int]) -> None:
+    """The one gather (training, validation, the prequential record and live forecasts all
+    use it): rows t-L+1 .. t in time order, returns and ranges in units of the issue-time
+    volatility, volume standardised, clipped, NaN-free; targets close[t+k] / close[t]."""
     h, lookback, horizon = case
     ends = windows.valid_ends(h, lookback, horizon)
     feats = windows.row_features(h)
     s = len(h.symbols)
     assert feats.shape == (len(h), 3 * s + windows.TIME_FEATURES)
-    x = windows.gather(feats, ends, lookback)
+    norm = Normaliser(VolPrior(0.94, 0.995, 0.9, 0.5, np.ones((48, s)), STEP), np.full(s, 0.5),
+                      np.full(s, 2.0), s, np.ones((horizon, s)))
+    w = training.build(h, feats, ends, norm, horizon, torch.device("cpu"))
+    x = training.gather(w, torch.arange(len(ends)), lookback).numpy()
     y = windows.targets(h.close, ends, horizon)
     fut = windows.future_time(h.ts[ends], STEP, horizon)
-    assert x.shape == (len(ends), lookback, feats.shape[1])
+    assert x.shape == (len(ends), lookback, feats.shape[1]) and np.all(np.isfinite(x))
     assert y.shape == (len(ends), horizon, s)
     assert fut.shape == (len(ends), horizon, windows.TIME_FEATURES)
     for i, t in enumerate(ends):
-        # inputs are rows t-L+1 .. t in time order, targets close[t+k] / close[t]
-        assert np.array_equal(x[i], feats[t - lookback + 1:t + 1], equal_nan=True)
-        assert np.all(np.isfinite(x[i][:, :s]))  # no input return touches a hole
+        rows = feats[t - lookback + 1:t + 1]
+        assert np.all(np.isfinite(rows[:, :s]))  # no input return touches a hole
+        want = rows.copy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            want[:, :2 * s] = rows[:, :2 * s] / np.tile(w.scales.sigma1[i], 2)
+        want[:, 2 * s:3 * s] = (rows[:, 2 * s:3 * s] - 0.5) / 2.0
+        want = np.nan_to_num(np.clip(want, -CLIP, CLIP), nan=0.0)
+        np.testing.assert_allclose(x[i], want, rtol=1e-6, atol=1e-6)
         for k in range(1, horizon + 1):
             np.testing.assert_allclose(y[i, k - 1], np.log(h.close[t + k] / h.close[t]), atol=1e-12)
         np.testing.assert_allclose(fut[i], windows.time_features(h.ts[t] + STEP * np.arange(1, horizon + 1)))

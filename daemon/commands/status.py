@@ -109,7 +109,38 @@ def _model(conn: Any, now: int, ex: str, tf: str) -> dict[str, Any] | None:
             "trained_at": iso(acc["finished_at"]), "trained_at_ms": acc["finished_at"],
             "age_s": _age_s(now, acc["finished_at"]),
             "data_end": iso(acc["data_end_ts"]), "data_end_ms": acc["data_end_ts"],
-            "device": acc["device"], "val_loss": acc["val_loss"]}
+            "device": acc["device"], "val_loss": acc["val_loss"],
+            "median": _median(acc.get("evidence"))}
+
+
+def _median(evidence: str | None) -> dict[str, Any] | None:
+    """Why the model's median moves off the last close where it does, from the evidence its
+    training run recorded (per symbol and horizon: the MAE gain against the last close, its
+    standard error, the windows it rests on, the threshold it had to clear)."""
+    if not evidence:
+        return None
+    try:
+        cells = json.loads(evidence).get("cells", [])
+    except (ValueError, AttributeError):
+        return None
+    judged = [c for c in cells if c.get("gain") is not None and c.get("se")]
+    best = min(judged, key=lambda c: c["gain"] / c["se"], default=None)
+    return {"moved": [c for c in cells if c.get("moved")], "best": best, "cells": cells}
+
+
+def _median_text(m: dict[str, Any] | None) -> str | None:
+    if m is None:
+        return None
+    def cell(c: dict[str, Any]) -> str:
+        return (f"{c['symbol']} h{c['horizon']} {100 * c['gain']:+.2f}% ± {100 * c['se']:.2f}% "
+                f"of MAE (n={c['n']:,})")
+    if m["moved"]:
+        return "  median: moves off the last close at " + "; ".join(cell(c) for c in m["moved"])
+    if m["best"] is None:
+        return "  median: the last close (too few out-of-sample windows to judge yet)"
+    b = m["best"]
+    return (f"  median: the last close everywhere; closest {cell(b)}, needed a gain beyond "
+            f"{b['z']:.2f} standard errors")
 
 
 def _last_training(conn: Any, now: int, ex: str, tf: str) -> dict[str, Any] | None:
@@ -162,6 +193,9 @@ def _group_text(g: dict[str, Any], data: dict[str, Any]) -> list[str]:
     else:
         lines.append(f"  model: {m['model']} {m['version']}, {duration(m['age_s'])} old "
                      f"(trained on data to {m['data_end']}, {m['device']})")
+        median = _median_text(m.get("median"))
+        if median:
+            lines.append(median)
     t = g["last_training"]
     if t is not None:
         again = t["unaccepted_in_a_row"]

@@ -48,16 +48,24 @@ KEYS: list[Key] = [
     Key("model", "layers", int, 2, v.positive),
     Key("model", "dropout", float, 0.1, v.fraction),
     Key("model", "patch", int, 4, v.positive, doc="candles per encoder step"),
+    Key("model", "linear_lags", int, 2, v.positive,
+        doc="last returns of every symbol that `linear` and the network's highway read"),
     Key("model", "learning_rate", float, 1e-3, v.positive),
     Key("model", "batch_size", int, 64, v.positive),
-    Key("model", "initial_steps", int, 100, v.positive, doc="optimiser steps of a first training"),
-    Key("model", "retrain_steps", int, 10, v.positive, doc="optimiser steps of a warm-start"),
+    Key("model", "epochs", float, 4.0, v.positive,
+        doc="passes over the training windows of a first training"),
+    Key("model", "retrain_epochs", float, 1.0, v.positive,
+        doc="passes over the training windows of a warm start"),
+    Key("model", "initial_steps", int, 2000, v.positive,
+        doc="most optimiser steps of a first training (its time budget)"),
+    Key("model", "retrain_steps", int, 500, v.positive,
+        doc="most optimiser steps of a warm start (its time budget)"),
     Key("model", "seed", int, 0),
     Key("model", "checkpoint_dir", str, "",
         doc="unused: models live in the store; kept so old configs load"),
     Key("model", "keep_checkpoints", int, 5, v.positive),
     Key("model", "threads", int, 0, v.nonneg, doc="torch CPU threads for training; 0: auto"),
-    Key("model", "models", list, ["seq2seq", "naive", "drift"], v.models, str,
+    Key("model", "models", list, ["seq2seq", "naive", "drift", "linear"], v.models, str,
         doc="the models forecast, each with its own rows"),
     Key("model", "baseline_ewma_lambda", float, 0.94, v.open_unit,
         doc="RiskMetrics decay of the baselines' volatility, per candle"),
@@ -110,8 +118,11 @@ class ModelSettings:
     layers: int
     dropout: float
     patch: int
+    linear_lags: int
     learning_rate: float
     batch_size: int
+    epochs: float
+    retrain_epochs: float
     initial_steps: int
     retrain_steps: int
     seed: int

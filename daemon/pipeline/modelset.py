@@ -5,15 +5,17 @@ Every model goes through one protocol (`forecaster.base.Forecaster`) and one loo
 baselines are models like the seq2seq that happen to have nothing to learn. The set is
 configuration; `register` adds a model (a test double, a new forecaster) by name.
 
-Order of a retrain, chosen so that a crash at any point leaves a consistent store: learn
-(nothing persisted) -> one transaction holding the checkpoint bytes and the training_runs
-row -> adopt in memory. Forecasts only ever name a version whose row and checkpoint both
-exist, and the model a restarted daemon serves, on any host, is the newest checkpoint of
-its exchange and timeframe that loads.
+Order of a retrain, chosen so that a crash at any point leaves a consistent store: every
+model learns (nothing persisted) -> one transaction holding every accepted model's
+checkpoint bytes and every model's training_runs row -> adopt in memory. Forecasts only ever
+name a version whose row and checkpoint both exist, a retrain is recorded whole or not at
+all, and the model a restarted daemon serves, on any host, is the newest checkpoint of its
+exchange and timeframe that loads.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -33,13 +35,14 @@ from forecaster.base import (
     Accepted,
     Forecaster,
     History,
+    Learner,
     Rejected,
     Stopped,
     TrainStats,
-    Unchanged,
 )
 from forecaster.baselines import Drift, Naive
 from forecaster.device import DeviceError
+from forecaster.linear import Linear
 from forecaster.seq2seq import Seq2SeqConfig, Seq2SeqForecaster
 from storage import Store, checkpoints, runs
 
@@ -53,9 +56,10 @@ def _seq2seq(cfg: Settings, series: Series) -> Forecaster:
     m = cfg.model
     conf = Seq2SeqConfig(
         symbols=series.symbols, step_ms=series.step_ms, lookback=m.lookback,
-        horizon=max(m.horizons), rnn=m.rnn, hidden=m.hidden, layers=m.layers,
-        dropout=m.dropout, patch=m.patch, learning_rate=m.learning_rate,
-        batch_size=m.batch_size, initial_steps=m.initial_steps,
+        horizon=max(m.horizons), horizons=tuple(m.horizons), rnn=m.rnn, hidden=m.hidden,
+        layers=m.layers, dropout=m.dropout, patch=m.patch, lags=m.linear_lags,
+        learning_rate=m.learning_rate, batch_size=m.batch_size, epochs=m.epochs,
+        retrain_epochs=m.retrain_epochs, initial_steps=m.initial_steps,
         retrain_steps=m.retrain_steps, seed=m.seed, device=m.device,
         context=min(m.train_window, Seq2SeqConfig.context),
     )
@@ -71,10 +75,16 @@ def _baseline(cls: type[Naive]) -> Factory:
     return make
 
 
+def _linear(cfg: Settings, series: Series) -> Forecaster:
+    return Linear(series.symbols, series.step_ms, list(cfg.model.horizons),
+                  lags=cfg.model.linear_lags)
+
+
 REGISTRY: dict[str, Factory] = {
     SEQ2SEQ: _seq2seq,
     "naive": _baseline(Naive),
     "drift": _baseline(Drift),
+    "linear": _linear,
 }
 
 
@@ -142,6 +152,8 @@ class ModelSet:
         out: dict[str, str | None] = {}
         s = self.series
         for m in self.models:
+            if not isinstance(m, Learner):
+                continue
             out[m.name] = None
             tried = 0
             with store.read("load checkpoints") as conn:
@@ -164,68 +176,92 @@ class ModelSet:
     def train(self, store: Store, history: History, *, started_at: int,
               now_fn: Callable[[], int],
               should_stop: Callable[[], bool] | None = None) -> list[TrainOutcome] | None:
-        """One retrain of every model, each with its persistence; None when another
-        retrain is running."""
+        """One retrain of every model that learns; None when another retrain is running.
+
+        Every model learns first (nothing persisted); then one write transaction records
+        all of them (each accepted model's checkpoint bytes and every model's
+        training_runs row); only then are the new models adopted. A crash anywhere leaves
+        either the whole retrain or none of it, so a resumed replay retrains exactly where
+        an uninterrupted one did."""
         if not self._train_lock.acquire(blocking=False):
             return None
         try:
+            done = [self._learn_one(m, history, now_fn, should_stop) for m in self.models
+                    if isinstance(m, Learner)]  # the others have nothing to learn
+            if not done:
+                return []
+            self._record(store, history, started_at, now_fn, done)
+            crashpoints.hit("after-training-record")
             out = []
-            for m in self.models:
-                res = self._train_one(m, store, history, started_at, now_fn, should_stop)
-                if res is not None:
-                    out.append(res)
+            for d in done:
+                if d.candidate is not None:
+                    d.model.adopt(d.candidate)
+                o = d.outcome
+                # Rejections are the guard doing its job; only a failure deserves a warning.
+                log.log(logging.WARNING if o.status == "failed" else logging.INFO,
+                        "training %s %s in %.1fs (%d windows, %d steps): %s", o.model,
+                        o.status, o.wall_seconds, o.stats.n_windows, o.stats.steps, o.reason)
+                out.append(o)
             return out
         finally:
             self._train_lock.release()
 
-    def _train_one(self, m: Forecaster, store: Store, history: History, started_at: int,
-                   now_fn: Callable[[], int],
-                   should_stop: Callable[[], bool] | None) -> TrainOutcome | None:
+    def _learn_one(self, m: Learner, history: History, now_fn: Callable[[], int],
+                   should_stop: Callable[[], bool] | None) -> _Learned:
         base = m.version
         t0 = monotonic()
         data: bytes | None = None
         candidate = None
         try:
             outcome = m.learn(history, should_stop=should_stop)
-            if isinstance(outcome, Unchanged):
-                return None
             if isinstance(outcome, Accepted):
                 candidate, data = outcome.candidate, m.dumps(outcome.candidate)
             status, version, reason, stats = _describe(outcome)
         except (RuntimeError, ValueError) as e:  # e.g. CUDA out of memory
             status, version, stats = "failed", None, TrainStats()
             reason = f"failed: {type(e).__name__}: {str(e)[:300]}"
-        wall = monotonic() - t0
+        out = TrainOutcome(m.name, status, version, None, reason, stats, monotonic() - t0)
+        return _Learned(m, out, candidate, data, base, now_fn())
+
+    def _record(self, store: Store, history: History, started_at: int,
+                now_fn: Callable[[], int], done: list[_Learned]) -> None:
         s = self.series
-        with store.write("record training run") as conn:
-            ckpt_id = None
-            if data is not None and version is not None:
-                ckpt_id = checkpoints.put(conn, model=m.name, model_version=version,
-                                          exchange=s.exchange, timeframe=s.timeframe,
-                                          created_at=now_fn(), format_version=checkpoint.FORMAT,
-                                          data=data)
-            run_id = runs.record(
-                conn, model=m.name, model_version=version, started_at=started_at,
-                finished_at=now_fn(), device=stats.device, n_windows=stats.n_windows,
-                train_loss=_finite(stats.train_loss), val_loss=_finite(stats.val_loss),
-                status=status, exchange=s.exchange, timeframe=s.timeframe,
-                data_start_ts=int(history.ts[0]) if len(history) else None,
-                data_end_ts=int(history.ts[-1]) if len(history) else None,
-                base_version=base, prev_val_loss=_finite(stats.prev_val_loss),
-                reason=reason[:1000], wall_seconds=wall,
-                checkpoint=None if ckpt_id is None else f"checkpoints.id={ckpt_id}",
-            )
-            if ckpt_id is not None:
-                checkpoints.prune(conn, m.name, s.exchange, s.timeframe, self.keep)
+        with store.write("record training runs") as conn:
+            for d in done:
+                o, st = d.outcome, d.outcome.stats
+                ckpt_id = None
+                if d.data is not None and o.version is not None:
+                    ckpt_id = checkpoints.put(conn, model=o.model, model_version=o.version,
+                                              exchange=s.exchange, timeframe=s.timeframe,
+                                              created_at=now_fn(),
+                                              format_version=checkpoint.FORMAT, data=d.data)
+                o.run_id = runs.record(
+                    conn, model=o.model, model_version=o.version, started_at=started_at,
+                    finished_at=d.finished_at, device=st.device, n_windows=st.n_windows,
+                    train_loss=_finite(st.train_loss), val_loss=_finite(st.val_loss),
+                    status=o.status, exchange=s.exchange, timeframe=s.timeframe,
+                    data_start_ts=int(history.ts[0]) if len(history) else None,
+                    data_end_ts=int(history.ts[-1]) if len(history) else None,
+                    base_version=d.base, prev_val_loss=_finite(st.prev_val_loss),
+                    reason=o.reason[:1000], wall_seconds=o.wall_seconds,
+                    evidence=None if st.evidence is None else json.dumps(st.evidence),
+                    checkpoint=None if ckpt_id is None else f"checkpoints.id={ckpt_id}",
+                )
+                if ckpt_id is not None:
+                    checkpoints.prune(conn, o.model, s.exchange, s.timeframe, self.keep)
             crashpoints.hit("before-training-commit")
-        crashpoints.hit("after-training-record")
-        if candidate is not None:
-            m.adopt(candidate)
-        # Rejections are the guard doing its job; only a failure deserves a warning.
-        log.log(logging.WARNING if status == "failed" else logging.INFO,
-                "training %s %s in %.1fs (%d windows, %d steps): %s", m.name, status, wall,
-                stats.n_windows, stats.steps, reason)
-        return TrainOutcome(m.name, status, version, run_id, reason, stats, wall)
+
+
+@dataclass
+class _Learned:
+    """One model's learn, waiting to be recorded with the others of its retrain."""
+
+    model: Learner
+    outcome: TrainOutcome
+    candidate: object | None
+    data: bytes | None
+    base: str
+    finished_at: int
 
 
 def _describe(outcome: Accepted | Rejected | Stopped) -> tuple[str, str | None, str,

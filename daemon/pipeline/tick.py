@@ -27,7 +27,7 @@ from daemon.pipeline.history import CandleWindow
 from daemon.pipeline.ingest import IngestStats, poll
 from daemon.pipeline.modelset import ModelSet, TrainOutcome
 from daemon.pipeline.source import CandleSource, RetryLater, SkipSymbol
-from forecaster.base import CannotForecast, Forecast, Forecaster, History
+from forecaster.base import CannotForecast, Forecast, Forecaster, History, is_ready
 from storage import ForecastRow, Store, candles, forecasts, runs
 
 log = logging.getLogger("tickcast.pipeline")
@@ -148,7 +148,7 @@ class Pipeline:
         step = self.series.step_ms
         if last is not None:
             # A model still without a first version tries again after a few candles.
-            every = self.retrain_every if all(m.ready for m in self.models) else \
+            every = self.retrain_every if all(is_ready(m) for m in self.models) else \
                 min(self.retrain_every, FIRST_RETRY)
             return newest - last >= every * step
         # No attempt yet: train as soon as there is enough history for a first model.
@@ -178,7 +178,7 @@ class Pipeline:
         rows: list[ForecastRow] = []
         common = _common(newest)
         for m in self.models:
-            if not m.ready:
+            if not is_ready(m):
                 rep.skipped[m.name] = "no trained model yet"
                 continue
             if m.joint:

@@ -177,18 +177,23 @@ class Tally:
     iscore: float = 0.0
     covered: int = 0
     n: int = 0
+    banded: bool = True
 
-    def add(self, centre: float, lo: float, hi: float, y: float) -> None:
+    def add(self, centre: float, lo: float | None, hi: float | None, y: float) -> None:
         self.abs_err += abs(y - centre)
+        self.n += 1
+        if lo is None or hi is None:  # a point forecast (linear): no band to score
+            self.banded = False
+            return
         self.iscore += interval_score(lo, hi, y)
         self.covered += lo <= y <= hi
-        self.n += 1
 
 
 def summary(t: Tally, naive: Tally, *, with_mase: bool = True) -> dict[str, Any]:
-    if t.n == 0:
-        return {"mase": None, "interval_score": None, "interval_skill": None,
-                "coverage": None, "n": 0}
+    if t.n == 0 or not t.banded:
+        mase = round(t.abs_err / naive.abs_err, 4) if t.n and naive.abs_err else None
+        return {"mase": mase if with_mase else None, "interval_score": None,
+                "interval_skill": None, "coverage": None, "n": t.n}
     out: dict[str, Any] = {
         "interval_score": round(t.iscore / t.n, 3),
         "interval_skill": round(t.iscore / naive.iscore, 4) if naive.iscore else None,
@@ -313,9 +318,13 @@ def analyse(db: Path, series: dict[str, Series], start: int, end: int,
     models = sorted({m for by in rows.values() for m in by})
     if "naive" not in models:
         return {"error": "no scored naive rows", "models": models}
+    # Models with a band must have it on every compared row; a point model (linear) is
+    # compared by its MASE alone.
+    banded = [m for m in models if any(m in by and by[m].lower is not None
+                                       for by in rows.values())]
     common = {k: by for k, by in rows.items()
               if all(m in by for m in models)
-              and all(by[m].lower is not None and by[m].upper is not None for m in models)}
+              and all(by[m].lower is not None and by[m].upper is not None for m in banded)}
     dropped_band = sum(1 for k, by in rows.items() if all(m in by for m in models)) - len(common)
     if not common:
         return {"error": "no row was scored with a band by every model", "models": models}
@@ -405,7 +414,7 @@ def verdict(per_h: dict[str, Any]) -> dict[str, dict[str, bool]]:
 
 
 def print_table(title: str, per_h: dict[str, Any]) -> None:
-    order = [UNDER_TEST, "naive", "drift"]
+    order = [UNDER_TEST, "linear", "naive", "drift"]
     print(f"\n{title}")
     print(f"{'h':>4} {'model':<9} {'MASE':>7} {'int.score':>10} {'skill':>7} {'cover':>6} {'n':>7}")
     for h, by in per_h.items():

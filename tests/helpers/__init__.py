@@ -201,13 +201,16 @@ def invariants(db: Path, *, baselines: tuple[str, ...] = ("naive-2", "drift-2"))
         assert con.execute("select count(*) from (select 1 from forecasts group by model, "
                            "exchange, symbol, timeframe, issued_ts, horizon "
                            "having count(*) > 1)").fetchone()[0] == 0
+        # Learned models (seq2seq, linear) forecast only with versions accepted and recorded.
         unknown = con.execute(
-            "select distinct model_version from forecasts f where model = 'seq2seq' and not "
-            "exists (select 1 from training_runs t where t.status = 'accepted' and "
-            "t.model_version = f.model_version)").fetchall()
+            "select distinct model_version from forecasts f where model in ('seq2seq', "
+            "'linear') and not exists (select 1 from training_runs t where t.status = "
+            "'accepted' and t.model = f.model and t.model_version = f.model_version)"
+        ).fetchall()
         assert unknown == [], f"forecasts from versions never accepted: {unknown}"
         others = {v for (v,) in con.execute(
-            "select distinct model_version from forecasts where model != 'seq2seq'")}
+            "select distinct model_version from forecasts where model not in ('seq2seq', "
+            "'linear')")}
         assert others <= set(baselines)
         for (ck,) in con.execute("select checkpoint from training_runs where checkpoint is "
                                  "not null"):

@@ -55,6 +55,7 @@ def garch_returns(n: int, seed: int, omega: float = 2e-7, a: float = 0.12,
 def small_config(**kw: Any) -> Seq2SeqConfig:
     base = dict(symbols=SYMS, step_ms=STEP, lookback=32, horizon=8, hidden=16, layers=2,
                 dropout=0.0, patch=4, batch_size=64, initial_steps=200, retrain_steps=20,
+                epochs=20.0, retrain_epochs=2.0,
                 min_windows=32, learning_rate=3e-3, device="cpu", context=600)
     base.update(kw)
     return Seq2SeqConfig(**base)  # type: ignore[arg-type]
