@@ -1,4 +1,4 @@
-"""The `tickcast` command line (SPEC §4).
+"""The `tickcast` command line (README: Commands).
 
 Global options are accepted before or after the subcommand. Exit codes:
 0 ok, 2 usage, 65 bad input data, 74 storage error, 75 temporary failure,
@@ -20,7 +20,7 @@ from typing import Any
 from daemon.config import settings
 from daemon.core import errors, logs
 
-log = logging.getLogger("tickcast")
+log = logging.getLogger("tickcast.cli")
 
 Handler = Callable[[argparse.Namespace, settings.Settings], int]
 
@@ -200,7 +200,7 @@ def _cmd_run(args: argparse.Namespace, cfg: settings.Settings) -> int:
 
 
 def _cmd_backfill(args: argparse.Namespace, cfg: settings.Settings) -> int:
-    from daemon.commands.dispatch import backfill_command
+    from daemon.commands.backfill import backfill_command
 
     return backfill_command(cfg, args.since, args.until)
 
@@ -210,19 +210,19 @@ def _cmd_import(args: argparse.Namespace, cfg: settings.Settings) -> int:
 
     # The first file starts inflating on another core while pandas and SQLAlchemy import.
     first = prefetch(args.files[0])
-    from daemon.commands.dispatch import import_command
+    from daemon.commands.import_files import import_command
 
     return import_command(cfg, args.files, args.symbol, args.exchange, args.timeframe, first)
 
 
 def _cmd_replay(args: argparse.Namespace, cfg: settings.Settings) -> int:
-    from daemon.commands.dispatch import replay_command
+    from daemon.commands.replay import replay_command
 
     return replay_command(cfg, args)
 
 
 def _cmd_report(args: argparse.Namespace, cfg: settings.Settings) -> int:
-    from daemon.commands.dispatch import report_command
+    from daemon.commands.report import report_command
 
     return report_command(cfg, args.since, args.plot, args.json)
 

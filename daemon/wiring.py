@@ -1,6 +1,7 @@
 """Builds what every command works with from the settings: the store, the exchange source,
-the model set. `commands`, `status`, `replay` and `service` all build through here, and
-nothing here imports them, so there is no import circle.
+the model set. Every command (`daemon.commands`) and the live daemon (`daemon.live.service`)
+build through here; this room imports only the rooms below it (the `rooms` contract in
+pyproject.toml), so there is no import circle.
 
 torch and ccxt are imported inside the functions that need them: `tickcast status` and
 `tickcast report` open a store and nothing else, and must not pay a second for either.

@@ -1,6 +1,7 @@
 """Everything SQL: engine, schema, migrations, candles, forecasts, scoring.
 
-Imports nothing from the rest of the project (SPEC §2).
+Imports nothing from the rest of the project (ARCHITECTURE.md; an import-linter contract
+in pyproject.toml checks it).
 """
 
 from . import candles, checkpoints, dialect, forecasts, migrations, runs, schema, views

@@ -1,6 +1,6 @@
 """Storage errors, named by what the caller must do.
 
-Exit codes the daemon maps them to (SPEC §4), most specific class first:
+Exit codes the daemon maps them to (README: Commands), most specific class first:
 
 - :class:`StoreConfigError` 78: the URL, the credentials or the database name are wrong,
   or the role lacks a privilege; retrying cannot help, so systemd must not restart.

@@ -31,7 +31,7 @@ from .errors import SchemaTooNew, SchemaTooOld, StoreConfigError
 from .schema import checkpoints, schema_version, training_runs
 from .views import accuracy_sql, forecast_errors_sql
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tickcast.storage")
 
 
 @dataclass(frozen=True)

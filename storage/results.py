@@ -13,7 +13,7 @@ class InsertResult:
     inserted: int = 0
     unchanged: int = 0
     # (stored, incoming) for rows that arrived again with different values: the
-    # stored one is kept (SPEC §4), the caller logs the conflict.
+    # stored one is kept (README: Commands), the caller logs the conflict.
     conflicts: list[tuple[Row, Row]] = field(default_factory=list)
 
 

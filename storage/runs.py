@@ -11,10 +11,12 @@ from .dialect import insert_ignore
 from .schema import store_meta, training_runs
 
 
-def start(conn: Connection, **values: Any) -> int:
-    """Record a training run as 'running'; returns its id."""
-    values.setdefault("status", "running")
-    res = conn.execute(insert(training_runs).values(**values))
+def record(conn: Connection, *, status: str, **values: Any) -> int:
+    """Record one finished training run with its outcome (`status`: accepted, rejected or
+    failed) and the columns of `values`; returns its id. Runs are recorded once they have
+    ended, in the same transaction as an accepted model's checkpoint, so no row says
+    'running' (the status the schema still allows)."""
+    res = conn.execute(insert(training_runs).values(status=status, **values))
     pk = res.inserted_primary_key
     assert pk is not None
     return int(pk[0])

@@ -1,7 +1,7 @@
 """The store's tables: a public interface, users write SQL against these names.
 
 All times are integer milliseconds since the epoch, UTC. Renaming a column is a
-breaking change for users' SQL: add, never rename (SPEC §6).
+breaking change for users' SQL: add, never rename (README: The store).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ training_runs = Table(
     Column("train_loss", Float),
     Column("val_loss", Float),
     Column("status", String(16), nullable=False),
-    # Added beyond SPEC §6 (additions only): what the run saw and why it ended so.
+    # Added to the columns first published (additions only): what the run saw and why it ended so.
     Column("exchange", String(32)),
     Column("timeframe", String(8)),
     Column("data_start_ts", BigInteger),

@@ -17,6 +17,7 @@ from daemon.core.clock import parse_time
 from storage import Store
 from tests.emulator import Candle, ExchangeEmulator, hourly_onto_minutes, load_csv
 from tests.helpers import DAYS, HOURLY, MINUTE, T0
+from tests.helpers.daemon import DaemonHarness
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +62,22 @@ def emulator(minutes: dict[str, list[Candle]]) -> Iterator[ExchangeEmulator]:
     with ExchangeEmulator({s: list(r) for s, r in minutes.items()}, now_ms=now) as emu:
         yield emu
     assert emu.internal_errors == []
+
+
+@pytest.fixture
+def harness(request: pytest.FixtureRequest, tmp_path: Path,
+            minutes: dict[str, list[Candle]]) -> Iterator[DaemonHarness]:
+    """A real `tickcast run` against the emulator (`tests.helpers.daemon.DaemonHarness`),
+    closed at the test's end. Options come from a `harness` marker on the test or its
+    module: `@pytest.mark.harness(speed=20.0, watchdog_usec=None)`; `store="postgresql"`
+    puts the store on a fresh PostgreSQL database (dropped after the daemons are gone)."""
+    marker = request.node.get_closest_marker("harness")
+    options = dict(marker.kwargs) if marker is not None else {}
+    if options.pop("store", "sqlite") == "postgresql":
+        options["store_url"] = request.getfixturevalue("pg_url")
+    h = DaemonHarness(tmp_path, minutes, **options)
+    yield h
+    h.close()
 
 
 @pytest.fixture

@@ -139,5 +139,5 @@ def test_example_config_in_deploy_is_the_generated_one_and_loads() -> None:
     root = Path(__file__).resolve().parents[1]
     example = root / "deploy" / "config.example.toml"
     assert example.read_text() == settings.example_toml(), (
-        "deploy/config.example.toml is stale: regenerate it from daemon.settings.example_toml()")
+        "deploy/config.example.toml is stale: regenerate it from daemon.config.settings.example_toml()")
     settings.load(example, env={})

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,6 @@ import pytest
 
 from tests.helpers import MINUTE, ROOT, assert_no_holes, run_subprocess, wait_until, write_config
 from tests.helpers.daemon import DaemonHarness
-
-
-@pytest.fixture
-def harness(tmp_path: Path, minutes: dict[str, list[Any]]) -> Iterator[DaemonHarness]:
-    h = DaemonHarness(tmp_path, minutes)
-    yield h
-    h.close()
 
 
 def counts(h: DaemonHarness) -> dict[str, tuple[int, int]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -398,12 +397,12 @@ def test_hang_released_by_clear_faults(client: ccxt.Exchange, emu: ExchangeEmula
     emu.add_fault("hang")
     outcome: dict[str, Any] = {}
     thread = _fetch_in_thread(client, outcome)
-    _wait_for_hang(emu)
-    time.sleep(0.2)
-    assert thread.is_alive()
+    _wait_for_hang(emu)  # the emulator holds the request: no answer until it is released
+    assert thread.is_alive() and outcome == {}
     emu.clear_faults()
-    thread.join(3)
-    assert len(outcome["rows"]) == 3
+    thread.join(60)
+    # Rows, not the client's timeout (10 s): clear_faults() released the held request.
+    assert not thread.is_alive() and len(outcome["rows"]) == 3
 
 
 @pytest.mark.parametrize("exchange_id", EXCHANGES)
@@ -420,8 +419,16 @@ def test_rate_limit(exchange_id: str, gappy: dict[str, list[Candle]]) -> None:
         rejected = [r for r in emu.requests if r.status == 429]
         assert limited >= 1 and limited == len(rejected)
         assert all(r.fault == "rate_limit" for r in rejected)
-        time.sleep(1.05)
-        assert ex.fetch_ticker("BTC/USD")["last"] is not None
+
+        def answered() -> bool:
+            try:
+                return ex.fetch_ticker("BTC/USD")["last"] is not None
+            except expected:
+                return False  # still inside the window; a refused request is not admitted
+
+        # Requests are answered again once the one-second window has passed.
+        wait_until(answered, "the rate-limit window to pass", timeout=60, every=0.1)
+        assert all(r.fault == "rate_limit" for r in emu.requests if r.status == 429)
         ex.close()
 
 

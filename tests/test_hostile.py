@@ -214,7 +214,7 @@ ALLOWED_FSTRING_SQL = {
     ("storage/dialect/engine.py", "_create_sqlite"), ("storage/dialect/engine.py", "_on_connect"),
     ("storage/migrations.py", "_create_views"),
     # copy-store: table and column names of storage.schema's tables, quoted by the dialect.
-    ("storage/dialect/copy.py", "copy_upsert"), ("storage/dialect/statements.py", "reset_identity"),
+    ("storage/dialect/pg_copy.py", "copy_upsert"), ("storage/dialect/statements.py", "reset_identity"),
 }
 
 

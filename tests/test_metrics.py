@@ -78,13 +78,9 @@ def health(base: str) -> tuple[int, dict[str, Any]]:
     return code, json.loads(text)
 
 
-@pytest.fixture
-def harness(tmp_path: Path, minutes: dict[str, list[Any]]) -> Iterator[DaemonHarness]:
-    # 20x: a candle period is 3 wall seconds, so the health limit (two periods plus the
-    # poll delay) is not at the mercy of a busy test machine.
-    h = DaemonHarness(tmp_path, minutes, speed=20.0, watchdog_usec=None)
-    yield h
-    h.close()
+# The `harness` fixture's daemon at 20x: a candle period is 3 wall seconds, so the health
+# limit (two periods plus the poll delay) is not at the mercy of a busy test machine.
+pytestmark = pytest.mark.harness(speed=20.0, watchdog_usec=None)
 
 
 def test_metrics_agree_with_the_store_and_healthz_follows_a_hanging_exchange(

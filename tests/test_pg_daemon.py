@@ -13,26 +13,17 @@ from __future__ import annotations
 import os
 import re
 import signal
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.helpers import MINUTE, wait_until
+from tests.helpers import MINUTE, assert_no_holes, wait_until
 from tests.helpers.daemon import DaemonHarness
-from tests.helpers.stores import candle_times, no_duplicate_forecasts
+from tests.helpers.stores import no_duplicate_forecasts
 from tests.pg_server import restart
 
-SYMBOLS = ("BTC/USD", "BTC/EUR")
-
-
-@pytest.fixture
-def harness(tmp_path: Path, minutes: dict[str, list[Any]], pg_url: str
-            ) -> Iterator[DaemonHarness]:
-    h = DaemonHarness(tmp_path, minutes, store_url=pg_url)
-    yield h
-    h.close()
+# Every daemon of these tests shares one fresh PostgreSQL database (the `harness` fixture).
+pytestmark = pytest.mark.harness(store="postgresql")
 
 
 def newest(h: DaemonHarness, exchange: str) -> int:
@@ -48,13 +39,6 @@ def issued(h: DaemonHarness, exchange: str, model: str = "seq2seq") -> int:
     rows = h.query(f"select max(issued_ts) from forecasts where exchange = '{exchange}' "
                    f"and model = '{model}'")
     return int(rows[0][0] or 0) if rows else 0
-
-
-def assert_no_holes(url: str, exchange: str) -> None:
-    for sym in SYMBOLS:
-        ts = candle_times(url, sym, exchange)
-        assert ts and all(b - a == MINUTE for a, b in zip(ts, ts[1:], strict=False)), \
-            f"hole in the {exchange} {sym} candles"
 
 
 def test_two_exchanges_side_by_side_and_a_third_daemon_is_refused_naming_the_holder(
@@ -78,7 +62,7 @@ def test_two_exchanges_side_by_side_and_a_third_daemon_is_refused_naming_the_hol
     assert bitstamp.poll() is None and kraken.poll() is None
     assert harness.stop(bitstamp) == 0 and harness.stop(kraken) == 0
     for ex in ("bitstamp", "kraken"):
-        assert_no_holes(str(harness.db), ex)
+        assert_no_holes(str(harness.db), exchange=ex)
         truth = {c[0]: tuple(c) for c in harness.emu.closed_candles("BTC/USD")}
         for row in harness.query("select ts, open, high, low, close, volume from candles "
                                  f"where exchange = '{ex}' and symbol = 'BTC/USD'"):
@@ -111,7 +95,7 @@ def test_the_server_restarting_under_a_daemon_leaves_no_hole_and_no_duplicate(
     assert "lost the writer lock" in log and "writer lock held again" in log
     assert re.search(r"tick skipped: .*database server unavailable", log), log[-3000:]
     assert "Traceback" not in log, log[-3000:]
-    assert_no_holes(str(harness.db), "bitstamp")
+    assert_no_holes(str(harness.db), exchange="bitstamp")
     assert no_duplicate_forecasts(harness.db)
     # Every tick's forecasts are whole: a model forecast at an issue time for both symbols
     # and every horizon (a tick's forecasts commit in one transaction).
@@ -146,7 +130,7 @@ def test_kill_9_then_a_restart_in_an_empty_directory_serves_the_stored_model(
     assert harness.stop(second) == 0
     assert list(empty.iterdir()) == [], "the daemon wrote into its working directory"
     assert no_duplicate_forecasts(harness.db)
-    assert_no_holes(str(harness.db), "bitstamp")
+    assert_no_holes(str(harness.db), exchange="bitstamp")
 
 
 def test_an_unreachable_server_exits_75_and_an_unknown_database_78(

@@ -15,8 +15,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -39,24 +37,12 @@ from storage import (
 )
 from storage.forecasts import ForecastRow, score
 from storage.forecasts import insert as insert_forecasts
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_until
 from tests.helpers.stores import new_store
 
 EX, TF, STEP = "bitstamp", "1m", 60_000
 T = 1_700_000_040_000
 DEADLINE_S = 60.0
-
-
-def wait_for(cond: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
-    """Poll a condition until it holds (event-driven waits, generous deadline)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def opened(stores: list[Store], url: str, **kw: Any) -> Store:
@@ -510,7 +496,7 @@ def test_copy_gives_way_to_another_session_inserting_the_same_candles(
     th.start()
     try:
         with admin(pg_url) as c:
-            wait_for(lambda: c.execute(
+            wait_until(lambda: c.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND wait_event_type = 'Lock'").fetchone()[0] == 1 or not th.is_alive(),
                 "the COPY insert to wait on the other session's candle")
@@ -559,7 +545,7 @@ def test_advisory_lock_names_its_holder_and_goes_with_a_killed_process(pg_url: s
             except StoreBusy:
                 return None
 
-        lock = wait_for(take, "the server to drop the killed holder's lock")
+        lock = wait_until(take, "the server to drop the killed holder's lock")
         assert str(os.getpid()) in (dialect.writer_lock_holder(pg_url, EX, TF) or "")
         lock.release()
     finally:
@@ -579,13 +565,13 @@ def test_a_dropped_lock_connection_is_noticed_and_retaken(pg_url: str) -> None:
         pid = lock._conn.info.backend_pid
         with admin(pg_url) as c:
             c.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        wait_for(lambda: not lock.is_alive(), "the lock to report itself lost")
+        wait_until(lambda: not lock.is_alive(), "the lock to report itself lost")
         lock.ensure()  # nobody took it meanwhile: taken again
         assert lock.is_alive()
         # Lost again, and this time another daemon is faster: ensure() says who.
         with admin(pg_url) as c:
             c.execute("SELECT pg_terminate_backend(%s)", (lock._conn.info.backend_pid,))
-        wait_for(lambda: not lock.is_alive(), "the lock to report itself lost")
+        wait_until(lambda: not lock.is_alive(), "the lock to report itself lost")
         other = dialect.acquire_writer_lock(pg_url, EX, TF)
         try:
             with pytest.raises(StoreBusy, match="already holds"):
@@ -635,13 +621,13 @@ def test_two_processes_opening_a_fresh_store_at_once_migrate_it_once(
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     b = None
     try:
-        wait_for(lambda: (tmp_path / "in-step").exists() or a.poll() is not None,
+        wait_until(lambda: (tmp_path / "in-step").exists() or a.poll() is not None,
                  "process A to reach the middle of step 1")
         assert a.poll() is None, a.communicate()
         b = subprocess.Popen([sys.executable, "-c", _OPEN, pg_url, "-"], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         with admin(pg_url) as c:
-            wait_for(lambda: c.execute(
+            wait_until(lambda: c.execute(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
             ).fetchone()[0] == 1 or b.poll() is not None, "process B to wait on the lock")
         assert b.poll() is None, b.communicate()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import random
 import resource
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -40,6 +39,8 @@ from tests.helpers import (
     assert_no_holes,
     env_without,
     invariants,
+    issued_ticks,
+    kill_9_once,
     make_input,
     rows,
     small_cfg,
@@ -75,34 +76,37 @@ def long_replay_case(tmp_path: Path, pair: dict[str, list[Any]]) -> dict[str, An
 
 # -- 1. kill -9 at random moments, many times in a row ---------------------------------
 
+def _has_open(proc: subprocess.Popen[Any], path: Path | str) -> bool:
+    """Whether the process holds `path` open (Linux /proc): it has opened its store."""
+    try:
+        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{proc.pid}/fd").iterdir())
+    except OSError:  # a descriptor closed while we looked: not yet, look again
+        return False
+
+
 @pytest.mark.slow
 def test_replay_survives_thirty_kill_9_in_a_row(long_replay_case: dict[str, Any]) -> None:
+    """Thirty runs in a row, each killed with SIGKILL at a point the test observes, chosen at
+    random: as soon as the run has opened its store (start-up: migration, the replay's
+    claim, the first tick), or once it has committed a few more ticks than the last run
+    left (mid-replay). Never after a sleep, so every kill lands on any machine's speed,
+    and never so near the end that the run could finish first."""
     replay_case = long_replay_case
     out = replay_case["tmp"] / "killed.db"
+    total = issued_ticks(replay_case["clean"])
     rng = random.Random(2026)
-    kills = finished = 0
-    while kills < 30:
+    for kill in range(1, 31):
+        done = issued_ticks(out)
+        ahead = 0 if rng.random() < 0.25 else rng.randint(1, 12)
+        target = min(done + ahead, 3 * total // 4)
         proc = subprocess.Popen([*replay_case["base"], "--out", str(out)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=env_without(), cwd=ROOT)
-        time.sleep(rng.uniform(0.5, 3.5))  # sometimes during start-up, mostly mid-replay
-        if proc.poll() is not None:
-            # A fast machine finishes the replay between kills: check what the interrupted
-            # runs added up to, then start the kill sequence again on a fresh file so that
-            # 30 kills always happen whatever the machine's speed.
-            assert proc.returncode == 0
-            invariants(out)
-            assert rows(out) == replay_case["want"]
-            finished += 1
-            for f in out.parent.glob(out.name + "*"):
-                if f.is_dir():
-                    shutil.rmtree(f)
-                else:
-                    f.unlink()
-            continue
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
+        if ahead == 0:
+            kill_9_once(proc, lambda p=proc: _has_open(p, out), f"kill {kill}: the store open")
+        else:
+            kill_9_once(proc, lambda t=target: issued_ticks(out) >= t,
+                        f"kill {kill}: {target} of {total} ticks committed")
         if out.exists():
             invariants(out)
     p = subprocess.run([*replay_case["base"], "--out", str(out)], capture_output=True,
@@ -115,14 +119,20 @@ def test_replay_survives_thirty_kill_9_in_a_row(long_replay_case: dict[str, Any]
 @pytest.mark.slow
 def test_the_daemon_survives_thirty_kill_9_in_a_row(tmp_path: Path,
                                                     minutes: dict[str, list[Any]]) -> None:
+    """Thirty starts in a row, each killed with SIGKILL at a point the test observes, chosen
+    at random: the store just opened (start-up), READY sent, or a new candle committed
+    (a tick). Never after a sleep, so every kill lands on any machine's speed."""
     h = DaemonHarness(tmp_path, minutes, watchdog_usec=None)
     rng = random.Random(7)
     try:
-        for _ in range(30):
+        for kill in range(1, 31):
+            ready, newest = len(h.notify.times("READY=1")), h.newest_common()
+            point = rng.choice(("the store open", "READY=1", "a new candle committed"))
             p = h.start()
-            time.sleep(rng.uniform(0.8, 3.0))
-            p.send_signal(signal.SIGKILL)
-            p.wait(10)
+            reached = {"the store open": lambda p=p: _has_open(p, h.db),
+                       "READY=1": lambda r=ready: len(h.notify.times("READY=1")) > r,
+                       "a new candle committed": lambda n=newest: h.newest_common() > n}[point]
+            kill_9_once(p, reached, f"kill {kill}: {point}")
             invariants(h.db)
         t_last = time.monotonic()
         p = h.start()

@@ -107,7 +107,7 @@ def test_every_migration_step_together_gives_exactly_the_declared_schema(
         assert {(i["name"], tuple(i["column_names"])) for i in insp.get_indexes(name)
                 if not i.get("duplicates_constraint")} == {
             (i.name, tuple(c.name for c in i.columns)) for i in table.indexes}, name
-    # The public columns users' SQL relies on (README, SPEC §6); more may be added.
+    # The public columns users' SQL relies on (README: The store); more may be added.
     documented = {
         "forecast_errors": {"issued_at", "target_at", "abs_error", "abs_pct_error", "pct_error",
                             "in_interval", "model", "symbol", "horizon", "yhat", "actual"},
@@ -369,9 +369,10 @@ def test_ids_come_from_the_back_end(store: Store) -> None:
     from storage import runs
 
     with store.write() as conn:
-        a = runs.start(conn, model="seq2seq", started_at=T, exchange=EX, timeframe=TF)
-        b = runs.start(conn, model="seq2seq", started_at=T + 1, exchange=EX, timeframe=TF,
-                       status="accepted", finished_at=T + 2)
+        a = runs.record(conn, model="seq2seq", started_at=T, exchange=EX, timeframe=TF,
+                        status="rejected", finished_at=T + 1)
+        b = runs.record(conn, model="seq2seq", started_at=T + 1, exchange=EX, timeframe=TF,
+                        status="accepted", finished_at=T + 2)
         runs.set_meta(conn, "k", "v1")
         runs.set_meta(conn, "k", "v2")
         runs.set_meta(conn, "k", "v3", overwrite=False)
@@ -422,8 +423,8 @@ def test_every_read_query_runs_on_the_back_end(store: Store) -> None:
         assert score(conn, T + 10**9) == len(fc)
         insert_forecasts(conn, [ForecastRow("naive", "naive-1", EX, SYM, TF, data[-1][0],
                                             data[-1][0] + 5 * STEP, 5, 1.0, None, None, T)])
-        runs.start(conn, model="seq2seq", started_at=T, exchange=EX, timeframe=TF,
-                   data_end_ts=data[-1][0])
+        runs.record(conn, model="seq2seq", started_at=T, exchange=EX, timeframe=TF,
+                    status="accepted", finished_at=T, data_end_ts=data[-1][0])
     with store.read() as conn:
         assert candles.series(conn) == [(EX, SYM, TF)]
         assert candles.oldest_ts(conn, EX, SYM, TF) == T

@@ -1,6 +1,9 @@
-"""The house rules of ARCHITECTURE.md, checked: who may import whom, no import circle, one
-reader of the wall clock, one mapping from errors to exit codes, small modules, a light CLI,
-and a timeframe parser that agrees with ccxt's."""
+"""The house rules of ARCHITECTURE.md, checked. Who may import whom (the layers of the
+packages and of daemon/'s rooms, no import circle anywhere, which modules alone import ccxt,
+APScheduler, prometheus_client, matplotlib, SQLAlchemy, psycopg, pandas) is declared as
+import-linter contracts in pyproject.toml and run here; the rest are small walks: one reader
+of the wall clock, one mapping from errors to exit codes, small modules, one logger scheme,
+a light CLI, and a timeframe parser that agrees with ccxt's."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import ast
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -19,56 +23,19 @@ PACKAGES = ("daemon", "storage", "forecaster")
 
 
 def _files(package: str) -> list[Path]:
-    """Every module of a package, its subpackages (storage/dialect/) included."""
+    """Every module of a package, its subpackages (daemon/live/, storage/dialect/) included."""
     return sorted((ROOT / package).rglob("*.py"))
 
 
-def _modules(package: str) -> dict[str, ast.Module]:
-    return {p.relative_to(ROOT / package).with_suffix("").as_posix().replace("/", "."):
-            ast.parse(p.read_text()) for p in _files(package)}
-
-
-def _imports(package: str, tree: ast.Module, *, top_level_only: bool) -> set[str]:
-    """Project modules `tree` imports ('daemon.x', 'storage', ...)."""
-    out = set()
-    nodes = tree.body if top_level_only else list(ast.walk(tree))
-    for node in nodes:
-        if isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: within the package
-                base = package if not node.module else f"{package}.{node.module}"
-                if node.module:
-                    out.add(base)
-                else:
-                    out.update(f"{package}.{a.name}" for a in node.names)
-            elif node.module and node.module.split(".")[0] in PACKAGES:
-                out.add(node.module)
-        elif isinstance(node, ast.Import):
-            out.update(a.name for a in node.names if a.name.split(".")[0] in PACKAGES)
-    return out
-
-
-def test_storage_and_forecaster_import_nothing_from_the_project() -> None:
-    for package in ("storage", "forecaster"):
-        for name, tree in _modules(package).items():
-            foreign = {m for m in _imports(package, tree, top_level_only=False)
-                       if m.split(".")[0] != package}
-            assert foreign == set(), f"{package}/{name}.py imports {foreign}"
-
-
-def test_no_import_circle_between_daemon_modules() -> None:
-    """Not even through an import inside a function (commands <-> replay was one)."""
-    graph = {f"daemon.{name}": {m for m in _imports("daemon", tree, top_level_only=False)
-                                if m.startswith("daemon.")}
-             for name, tree in _modules("daemon").items()}
-    for module in graph:
-        seen: set[str] = set()
-        todo = list(graph[module])
-        while todo:
-            m = todo.pop()
-            assert m != module, f"{module} imports itself through {sorted(seen)}"
-            if m not in seen:
-                seen.add(m)
-                todo.extend(graph.get(m, ()))
+def test_the_import_contracts_hold() -> None:
+    """`lint-imports` with pyproject.toml's contracts: layers, protected third-party
+    imports, no import circle (imports inside functions included)."""
+    p = subprocess.run(
+        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
+         "sys.exit(lint_imports_command())", "--no-cache", "--no-logo"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stdout[-6000:] + p.stderr[-2000:]
+    assert "0 broken" in p.stdout, p.stdout
 
 
 def test_only_daemon_clock_reads_the_clock() -> None:
@@ -87,8 +54,7 @@ def test_only_daemon_clock_reads_the_clock() -> None:
 
 
 def test_modules_stay_small() -> None:
-    big = {str(p.relative_to(ROOT)): n for package in ("daemon", "storage")
-           for p in _files(package)
+    big = {str(p.relative_to(ROOT)): n for package in PACKAGES for p in _files(package)
            if (n := len(p.read_text().splitlines())) > 350}
     assert big == {}, "split these by concept (ARCHITECTURE.md)"
 
@@ -144,11 +110,52 @@ def test_every_error_maps_to_its_exit_code_in_one_place() -> None:
     assert re.findall(r"EXIT_(?:USAGE|DATAERR|IOERR|TEMPFAIL|CONFIG|INTERRUPTED)", sources) == []
 
 
-def test_every_daemon_and_storage_module_has_its_room_in_the_architecture() -> None:
+def test_every_module_has_its_place_in_the_architecture_and_every_named_file_exists() -> None:
     text = (ROOT / "ARCHITECTURE.md").read_text()
-    for package in ("daemon", "storage"):
+    for package in PACKAGES:
         for p in _files(package):
-            rel = p.relative_to(ROOT).as_posix()
-            if p.name not in ("__init__.py", "__main__.py"):
-                assert rel in text or f"`{p.name}`" in text, \
-                    f"{rel} is not in ARCHITECTURE.md"
+            if p.name == "__init__.py":
+                continue
+            rel, inner = p.relative_to(ROOT).as_posix(), p.relative_to(ROOT / package).as_posix()
+            assert f"`{rel}`" in text or f"`{inner}`" in text, f"{rel} is not in ARCHITECTURE.md"
+    for name in set(re.findall(r"`([\w/]+\.py)`", text)):
+        assert any((base / name).is_file() for base in (ROOT, *(ROOT / p for p in PACKAGES))), \
+            f"ARCHITECTURE.md names {name}, which does not exist"
+
+
+def test_the_rooms_of_the_architecture_are_the_contracts_layers() -> None:
+    """ARCHITECTURE.md's table of daemon/'s rooms lists the `rooms` contract's layers, in
+    its order, so what the page says each room may import is what lint-imports checks."""
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (rooms,) = [c for c in contracts["contracts"] if c["id"] == "rooms"]
+    layers = [r.strip() for layer in rooms["layers"] for r in re.split(r"[|:]", layer)]
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    table = text.split("## The rooms of `daemon/`")[1].split("\n## ")[0]
+    listed = re.findall(r"^\| `(\w+)` \|", table, flags=re.M)
+    assert listed == layers
+
+
+
+def _room(path: Path) -> str:
+    """The room a module logs for: daemon/<room>/x.py, daemon/<room>.py, or the package."""
+    parts = path.relative_to(ROOT).parts
+    if parts[0] != "daemon":
+        return parts[0]
+    return parts[1] if len(parts) > 2 else Path(parts[1]).stem
+
+
+def test_every_logger_is_named_tickcast_and_its_room() -> None:
+    """One scheme (`tickcast.<room>`, ARCHITECTURE.md) so a journal filter can name a room."""
+    wrong = []
+    for package in PACKAGES:
+        for path in _files(package):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "getLogger" and node.args):
+                    arg = node.args[0]
+                    name = arg.value if isinstance(arg, ast.Constant) else ast.unparse(arg)
+                    if path.name == "logs.py" and not isinstance(arg, ast.Constant):
+                        continue  # logs.setup quietens third-party loggers by name
+                    if name != f"tickcast.{_room(path)}":
+                        wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+    assert wrong == []

@@ -1,18 +1,26 @@
-"""`tickcast backfill`: fetch closed candles for a range, resume, repair holes."""
+"""`tickcast backfill`: fetch closed candles for a range, resume, repair holes.
+
+The arguments and the exchange's market list are checked before a store is created for
+them; then every symbol is fetched page by page, each page validated and committed as it
+arrives (`ingest.fetch_and_store`), so a long backfill holds one page at a time.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 
-from daemon.core.clock import iso
+from daemon import wiring
+from daemon.config.settings import Settings
+from daemon.core import errors
+from daemon.core.clock import from_spec, iso
 from daemon.core.progress import Progress
 from daemon.core.series import Series
 from daemon.pipeline.ingest import IngestStats, fetch_and_store
-from daemon.pipeline.source import CandleSource
+from daemon.pipeline.source import CandleSource, RetryLater
 from storage import Store, candles
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tickcast.commands")
 
 
 @dataclass(frozen=True)
@@ -112,3 +120,37 @@ def backfill(store: Store, source: CandleSource, series: Series,
     out = [backfill_symbol(store, source, series, s, span, bar) for s in series.symbols]
     bar.close()
     return out
+
+
+def backfill_command(cfg: Settings, since: int | None, until: int | None) -> int:
+    now = from_spec(cfg.daemon.clock).now_ms()
+    if since is not None and until is not None and until <= since:
+        raise errors.UsageError("--until must be after --since")
+    series = cfg.series
+    source = wiring.make_source(cfg)  # an unknown exchange id is refused here
+    try:
+        # The exchange must list the symbols before a store is created for them.
+        source.load_markets(series.symbols)
+        store = wiring.open_configured_store(cfg, now)
+        try:
+            summaries = backfill(store, source, series,
+                                 Span(since, until, now, wiring.history_candles(cfg)))
+        finally:
+            store.close()
+    except RetryLater as e:
+        raise RetryLater(f"backfill stopped: {e} (what was fetched is stored; run again to "
+                         "resume)") from e
+    stored = sum(s.stats.stored for s in summaries)
+    rejected = sum(s.stats.rejected for s in summaries)
+    conflicts = sum(s.stats.conflicts for s in summaries)
+    gaps_left = sum(s.gaps_left for s in summaries)
+    missing = sum(s.missing_left for s in summaries)
+    for s in summaries:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(s.stats.rejected_reasons.items()))
+        log.info("%s: stored %d, already stored %d, rejected %d%s, conflicts %d, no-trade "
+                 "candles confirmed %d, holes found %d, holes left %d", s.symbol, s.stats.stored,
+                 s.stats.unchanged, s.stats.rejected, f" ({reasons})" if reasons else "",
+                 s.stats.conflicts, s.stats.empty_marked, s.gaps_found, s.gaps_left)
+    print(f"backfill: {stored} candles stored, {rejected} rejected, {conflicts} conflicts, "
+          f"{gaps_left} gaps left ({missing} candles)")
+    return errors.EXIT_OK

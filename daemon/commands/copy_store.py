@@ -4,7 +4,7 @@ PostgreSQL and back), resumable and idempotent, counts checked at the end.
 Arguments and both stores' states are checked before the target is created or changed: a
 --to that is no store URL, the same store twice, a missing source, a source whose schema
 version is not this tickcast's, a target a daemon is writing to. The copy itself is
-`storage.copying`: one snapshot of the source, every table in key order, batches that insert
+`storage.copy_store`: one snapshot of the source, every table in key order, batches that insert
 what is new and update what differs, so a copy killed at any point and run again completes
 without duplicates.
 """
@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.engine import Connection
-
 from daemon import wiring
 from daemon.config.settings import Settings
 from daemon.core import crashpoints, errors
 from daemon.core.clock import WallClock
 from daemon.core.progress import Progress
-from storage import SCHEMA_VERSION, StorageError, Store, copying, dialect
+from storage import SCHEMA_VERSION, StorageError, Store, copy_store, dialect
 
-log = logging.getLogger("tickcast")
+log = logging.getLogger("tickcast.commands")
 
 
 def _same_store(a: str, b: str) -> bool:
@@ -58,8 +56,8 @@ def copy_store_command(cfg: Settings, to: str) -> int:
                    statement_timeout_ms=cfg.storage.statement_timeout_ms or None)
     target: Store | None = None
     try:
-        with copying.snapshot(source) as snap:
-            version = copying.schema_version_of(snap)
+        with copy_store.snapshot(source) as snap:
+            version = copy_store.schema_version_of(snap)
             if version != SCHEMA_VERSION:
                 raise StorageError(
                     f"the source store {source.display_url} is at schema version {version}, "
@@ -72,13 +70,13 @@ def copy_store_command(cfg: Settings, to: str) -> int:
                 raise errors.TemporaryFailure(
                     f"a tickcast run is writing to {dialect.display_url(url)}; stop it before "
                     "copying into that store")
-            want = copying.counts(snap)
+            want = copy_store.counts(snap)
             target = wiring.open_store(url, WallClock().now_ms(),
                                        busy_timeout_ms=cfg.storage.busy_timeout_ms,
                                        statement_timeout_ms=cfg.storage.statement_timeout_ms)
             _copy(snap, target, want)
         with target.read("count the copy") as conn:
-            got = copying.counts(conn)
+            got = copy_store.counts(conn)
     finally:
         source.close()
         if target is not None:
@@ -94,17 +92,17 @@ def copy_store_command(cfg: Settings, to: str) -> int:
     return errors.EXIT_OK
 
 
-def _copy(snap: Connection, target: Store, want: dict[str, int]) -> None:
+def _copy(snap: copy_store.Snapshot, target: Store, want: dict[str, int]) -> None:
     bar = Progress("copy-store", sum(want.values()), unit=" rows")
     state = {"done": 0, "written": 0}
-    for table in copying.TABLES:
+    for table in copy_store.TABLES:
         def step(read: int, written: int, name: str = table.name) -> None:
             state["done"] += read
             state["written"] += written
             bar.update(state["done"], name)
             crashpoints.hit("after-copy-batch")
 
-        copying.copy_table(snap, target, table, step)
+        copy_store.copy_table(snap, target, table, step)
         log.debug("copied %s", table.name)
     bar.update(bar.total)
     bar.close()

@@ -6,28 +6,38 @@ Every step of a tick is idempotent and training is deterministic, so a replay
 into an `--out` store that already holds a replay of the same inputs simply
 resumes at the last tick it finished, and ends with the same rows as an
 uninterrupted run.
+
+`replay_command` checks the arguments and reads the inputs (`files.replay_data`: data files,
+the bundled sample, or `--from-db`) before `run` opens the `--out` store; the table at the
+end is `report.accuracy` of that store.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon import wiring
+from daemon.commands.report import accuracy, describe_range, table
 from daemon.config.settings import Settings
-from daemon.core.clock import iso, monotonic
+from daemon.core import errors
+from daemon.core.clock import from_spec, iso, monotonic, parse_time
 from daemon.core.errors import UsageError
 from daemon.core.progress import Progress
-from daemon.files.replay_data import ReplayInput, ReplaySource
+from daemon.files import replay_data
+from daemon.files.replay_data import ReplayInput
 from daemon.pipeline.tick import Pipeline, TickReport
+from daemon.sources.replay import ReplaySource
 from storage import Store, dialect, forecasts, runs
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tickcast.commands")
 
 # Keys that do not change a replay's results, so a resume may differ in them.
 _NOT_IN_KEY = ("model.device", "model.threads", "model.checkpoint_dir")
@@ -122,7 +132,7 @@ def run(cfg: Settings, inp: ReplayInput, *, start: int | None, end: int | None, 
     if done is not None:
         log.info("resuming the replay in %s at %s", out, iso(resume))
     models.load_current(store)
-    pipe = Pipeline(cfg, store, ReplaySource(inp), models, series)
+    pipe = Pipeline(cfg, store, ReplaySource(series.exchange, inp.data), models, series)
     total = (p.stop_at - resume) // step
     bar = Progress("replay", total, unit=" ticks") if show_progress else None
     t0 = monotonic()
@@ -145,3 +155,44 @@ def run(cfg: Settings, inp: ReplayInput, *, start: int | None, end: int | None, 
     res.sim_ms = res.ticks * step
     store.close()
     return res
+
+
+def replay_command(cfg: Settings, args: argparse.Namespace) -> int:
+    data = [Path(p) for p in (args.data or [])]
+    if data and args.from_db:
+        raise errors.UsageError("give --data or --from-db, not both")
+    if args.start is not None and args.end is not None and args.end <= args.start:
+        raise errors.UsageError("--end must be after --start")
+    start = args.start
+    db_url = None
+    if args.from_db:
+        db_url = cfg.storage.url
+        live = wiring.open_configured_store(cfg, from_spec(cfg.daemon.clock).now_ms(),
+                                            read_only=True)
+        try:
+            inp = replay_data.load_db(live, cfg, args.end)
+        finally:
+            live.close()
+    else:
+        # The bundled sample's names say everything: --symbol and --exchange are for --data.
+        files = replay_data.check_files(
+            data or replay_data.bundled_files(), symbol=args.symbol if data else None,
+            exchange=args.exchange if data else None, default_exchange=cfg.exchange.id)
+        inp = replay_data.load_files(files, sample=not data)
+        if not data and start is None:
+            start = parse_time(replay_data.SAMPLE_START)
+        if not data:
+            print(f"replaying the bundled real sample ({inp.origin}) from {iso(start)}; "
+                  "earlier candles are history", file=sys.stderr)
+    out = args.out or replay_data.default_out(inp, data or None, db_url)
+    res = run(cfg, inp, start=start, end=args.end, out=out, live_url=cfg.storage.url)
+    store = wiring.open_store(out, 0, busy_timeout_ms=cfg.storage.busy_timeout_ms)
+    try:
+        rows = accuracy(store, start)
+    finally:
+        store.close()
+    print(table(rows))
+    print(f"\nreplay: {res.ticks} ticks of {inp.series.timeframe} ({inp.series.exchange} "
+          f"{', '.join(inp.series.symbols)}) in {res.wall_s:.1f}s, {res.retrains} retrains "
+          f"({res.accepted} accepted), {describe_range(rows)}; store {out}")
+    return errors.EXIT_OK

@@ -1,18 +1,22 @@
 """`tickcast report`: the accuracy table (from the same SQL as the forecast_accuracy view),
-and an optional plot of forecasts against actuals."""
+and an optional plot of forecasts against actuals (`report_plot`, matplotlib)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
 from typing import Any
 
+from daemon import wiring
+from daemon.config.settings import Settings
+from daemon.core import errors
 from daemon.core.clock import iso
 from daemon.core.timeframes import to_ms
 from storage import Store, forecasts, reports
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tickcast.commands")
 
 MODEL_ORDER = {"seq2seq": 0, "naive": 1, "drift": 2}
 
@@ -70,7 +74,7 @@ STRETCH_MS = 7 * 86_400_000  # default plot stretch: the last 7 days of issue ti
 
 
 def plot(store: Store, path: Path, since: int | None, rows: list[dict[str, Any]]) -> None:
-    """The four panels of `daemon.plot` from the store."""
+    """The four panels of `report_plot` from the store."""
     from daemon.commands import report_plot as panels
 
     with store.read("plot data") as conn:
@@ -124,3 +128,28 @@ def describe_range(rows: list[dict[str, Any]]) -> str:
     first = min(r["first_issued_ts"] for r in rows)
     last = max(r["last_issued_ts"] for r in rows)
     return f"forecasts issued {iso(first)} .. {iso(last)}"
+
+
+def report_command(cfg: Settings, since: int | None, plot_path: str | None,
+                   as_json: bool) -> int:
+    if plot_path:
+        from daemon.commands.report_plot import pyplot
+
+        pyplot()  # matplotlib is optional: say so before opening anything
+    store = wiring.open_configured_store(cfg, 0, read_only=True)
+    try:
+        rows = accuracy(store, since)
+        if plot_path:
+            plot(store, Path(plot_path), since, rows)
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps({"since": iso(since) if since is not None else None, "rows": rows},
+                         indent=2))
+    else:
+        print(table(rows))
+        if rows:
+            print(describe_range(rows))
+        if plot_path:
+            print(f"plot written to {plot_path}")
+    return errors.EXIT_OK

@@ -1,5 +1,5 @@
-"""Exit codes (SPEC §4), the exceptions that carry them, and the one mapping from an error to
-the code a process ends with.
+"""Exit codes (README: Commands; `tickcast --help`), the exceptions that carry them, and the
+one mapping from an error to the code a process ends with.
 
 Errors are named by what the caller must do: fix the command line (2), fix the config (78),
 fix the input data (65), look at the store (74), or simply try again later (75). The CLI and

@@ -8,7 +8,7 @@ from typing import TextIO
 
 from daemon.core.clock import monotonic
 
-log = logging.getLogger("tickcast.progress")
+log = logging.getLogger("tickcast.core")
 
 
 class Progress:

@@ -1,4 +1,4 @@
-"""Candle validation (SPEC §7.1), pure and vectorised.
+"""Candle validation (what README: Commands says is rejected), pure and vectorised.
 
 One implementation serves the exchange source (a few hundred rows a call) and
 CSV import (millions of rows), so both reject exactly the same things for
@@ -20,7 +20,10 @@ MAX_TS = 10**15  # the year 33658: anything later is garbage, and must not overf
 
 
 @dataclass(frozen=True)
-class Rejected:
+class RejectedRow:
+    """A candle row that failed a check, and why (not to be confused with a refused
+    retrain, `forecaster.base.Rejected`)."""
+
     index: int  # position in the input
     ts: int | None
     reason: str
@@ -32,7 +35,7 @@ class Checked:
 
     ts: np.ndarray  # (m,) int64
     ohlcv: np.ndarray  # (m, 5) float64
-    rejected: list[Rejected]
+    rejected: list[RejectedRow]
     open_dropped: int = 0  # the still-open candle, dropped without complaint
     duplicates: int = 0  # identical repeats collapsed to one
     out_of_order: bool = False
@@ -117,7 +120,7 @@ def check(
         for i in np.flatnonzero(future).tolist():
             reason[i] = "candle is in the future"
 
-    rejected = [Rejected(i, int(ts_int[i]) if np.isfinite(ts[i]) else None, r)
+    rejected = [RejectedRow(i, int(ts_int[i]) if np.isfinite(ts[i]) else None, r)
                 for i, r in sorted(reason.items())]
     good = np.flatnonzero(~bad)
     out_of_order = bool(np.any(np.diff(ts_int[good]) < 0)) if len(good) > 1 else False
@@ -140,7 +143,7 @@ def check(
                 keep.append(int(group[0]))
             else:
                 for g in group:
-                    rejected.append(Rejected(int(g), int(ts_int[g]),
+                    rejected.append(RejectedRow(int(g), int(ts_int[g]),
                                              "duplicate timestamp with different values"))
             i = j + 1
         order = np.asarray(keep, dtype=np.int64)

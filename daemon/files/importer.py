@@ -1,4 +1,5 @@
-"""`tickcast import`: load candle CSV files into the store.
+"""One candle data file into the store, for `tickcast import` (`commands/import_files.py`)
+and, its first two steps, for the files a replay reads (`replay_data.py`).
 
 Three steps, so that a command can refuse its arguments before it creates a store:
 `check_file` (the file exists, and its exchange, symbol and timeframe are known and valid),
@@ -21,7 +22,7 @@ from daemon.core.progress import Progress
 from daemon.files import datafiles
 from storage import Store, candles
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tickcast.files")
 
 CHUNK = 100_000  # rows per write transaction: keeps a running daemon's waits short
 MAX_REPORTED = 1000  # bad lines reported one by one per file; the rest are counted

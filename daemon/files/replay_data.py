@@ -1,11 +1,11 @@
-"""What a replay reads: candles from data files, the bundled sample or a store, and the
-source that reveals them only once they have closed (the prefix property)."""
+"""What a replay reads: candles from data files, the bundled sample or a store, checked
+before anything is created. The source that reveals them only once they have closed is
+`daemon.sources.replay.ReplaySource`."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -18,10 +18,9 @@ from daemon.core.errors import DataError, UsageError
 from daemon.core.series import Series
 from daemon.files import datafiles
 from daemon.files.importer import DataFile, check_file, read_file
-from daemon.pipeline.source import FetchResult, empty_between
 from storage import Store, candles, dialect
 
-log = logging.getLogger("daemon.replay")
+log = logging.getLogger("tickcast.files")
 
 SAMPLE_START = "2020-11-01"  # default first forecast of the bundled sample: two months of 2020
 
@@ -53,30 +52,6 @@ class ReplayInput:
 def replay_input(exchange: str, timeframe: str, data: dict[str, Arrays], origin: str,
                  sample: bool = False) -> ReplayInput:
     return ReplayInput(Series(exchange, tuple(data), timeframe), data, origin, sample)
-
-
-class ReplaySource:
-    """A candle source over in-memory data that never reveals a candle before it closes."""
-
-    def __init__(self, inp: ReplayInput) -> None:
-        self.exchange = inp.series.exchange
-        self.inp = inp
-
-    def fetch_closed(self, series: Series, symbol: str, since_ms: int, until_ms: int | None,
-                     now_ms: int, on_page: Callable[[FetchResult], None] | None = None, *,
-                     since_is_stored: bool = True) -> FetchResult:
-        ts, ohlcv = self.inp.data[symbol]
-        open_ts = series.open_ts(now_ms)
-        end = open_ts if until_ms is None else min(until_ms, open_ts)
-        lo = int(np.searchsorted(ts, since_ms, side="left"))
-        hi = int(np.searchsorted(ts, end, side="left"))
-        rows = [(t, *x) for t, x in zip(ts[lo:hi].tolist(), ohlcv[lo:hi].tolist(), strict=True)]
-        part = FetchResult(rows=rows, pages=1)  # type: ignore[arg-type]
-        # Minutes missing between revealed candles are no-trade minutes of this "exchange".
-        part.empty_ts = empty_between(part.rows, [], None, series.step_ms)
-        if on_page is not None:
-            on_page(part)
-        return part
 
 
 def bundled_files() -> list[Path]:

@@ -1,4 +1,4 @@
-"""`[metrics] listen`: the HTTP side of the live daemon's metrics (SPEC §11).
+"""`[metrics] listen`: the HTTP side of the live daemon's metrics (README: Operating it).
 
 `/metrics` is prometheus_client's own exposition of `metrics.DaemonMetrics.registry`
 (text or OpenMetrics, as the scraper's Accept header asks); `/healthz` answers 200 with a
@@ -35,7 +35,7 @@ from daemon.live.ticker import TickLoop
 from daemon.pipeline.modelset import ModelSet
 from storage import StorageError, Store, forecasts, runs
 
-log = logging.getLogger("tickcast.daemon")
+log = logging.getLogger("tickcast.live")
 
 REFRESH_S = 60.0  # daemon seconds between two reads of the rolling accuracy
 CLIENT_TIMEOUT_S = 10.0  # a connection that does not send or read for this long is closed

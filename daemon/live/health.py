@@ -12,7 +12,7 @@ from daemon.pipeline.modelset import ModelSet
 from daemon.pipeline.tick import TickReport
 from storage import Store, forecasts
 
-log = logging.getLogger("tickcast.daemon")
+log = logging.getLogger("tickcast.live")
 
 
 class Health:

@@ -1,4 +1,5 @@
-"""What the live daemon tells Prometheus (SPEC §11), and the verdict of `/healthz`.
+"""What the live daemon tells Prometheus (the table in README: Operating it), and the verdict
+of `/healthz`.
 
 Everything here is fed from outside the tick: `tick_done` takes the report a tick already
 returned (a few counter increments, no I/O), `training_done` the outcomes the training
@@ -29,7 +30,7 @@ from daemon.pipeline.modelset import ModelSet, TrainOutcome
 from daemon.pipeline.source import ERROR_KINDS
 from daemon.pipeline.tick import TickReport
 
-log = logging.getLogger("tickcast.daemon")
+log = logging.getLogger("tickcast.live")
 
 TICK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 TRAIN_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)

@@ -11,7 +11,7 @@ import os
 import socket
 from collections.abc import Mapping
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tickcast.live")
 
 
 class Notifier:

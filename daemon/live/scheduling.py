@@ -24,7 +24,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from daemon.core.clock import Clock, wall_now, wall_offset_s
 
-log = logging.getLogger("tickcast.daemon")
+log = logging.getLogger("tickcast.live")
 
 STEP_THRESHOLD_S = 1.0  # smaller differences are scheduling jitter, not a step
 

@@ -34,7 +34,7 @@ from daemon.live.training import BackgroundTrainer
 from daemon.pipeline.tick import Pipeline
 from storage import Store, dialect
 
-log = logging.getLogger("tickcast.daemon")
+log = logging.getLogger("tickcast.live")
 
 STOP_GRACE_S = 7.0  # SIGTERM to exit, leaving systemd's 10 s margin
 TRAINING_GRACE_S = 2.0  # for a training step in flight to notice the stop

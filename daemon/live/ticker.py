@@ -34,7 +34,7 @@ from storage import (
     dialect,
 )
 
-log = logging.getLogger("tickcast.daemon")
+log = logging.getLogger("tickcast.live")
 
 
 

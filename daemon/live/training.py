@@ -17,7 +17,7 @@ from daemon.pipeline.modelset import ModelSet, TrainOutcome
 from forecaster.base import History
 from storage import StorageError, Store
 
-log = logging.getLogger("tickcast.daemon")
+log = logging.getLogger("tickcast.live")
 
 
 class BackgroundTrainer:

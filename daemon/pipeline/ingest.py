@@ -18,7 +18,7 @@ from daemon.core.series import Series
 from daemon.pipeline.source import CandleSource, FetchResult
 from storage import Store, candles
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tickcast.pipeline")
 
 
 @dataclass

@@ -46,7 +46,7 @@ from forecaster.linear import Linear
 from forecaster.seq2seq import Seq2SeqConfig, Seq2SeqForecaster
 from storage import Store, checkpoints, runs
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tickcast.pipeline")
 
 SEQ2SEQ = "seq2seq"
 Factory = Callable[[Settings, Series], Forecaster]
@@ -235,7 +235,7 @@ class ModelSet:
                                               exchange=s.exchange, timeframe=s.timeframe,
                                               created_at=now_fn(),
                                               format_version=checkpoint.FORMAT, data=d.data)
-                o.run_id = runs.start(
+                o.run_id = runs.record(
                     conn, model=o.model, model_version=o.version, started_at=started_at,
                     finished_at=d.finished_at, device=st.device, n_windows=st.n_windows,
                     train_loss=_finite(st.train_loss), val_loss=_finite(st.val_loss),

@@ -1,8 +1,9 @@
 """What a candle source is: the protocol the pipeline asks, what it answers, and the three
 ways it can fail.
 
-Two sources exist: the exchange through ccxt (`ccxt_source.CcxtSource`: live, backfill) and
-the historical data of a replay (`replay_data.ReplaySource`). This module imports neither
+Two sources exist, both in `daemon.sources`: the exchange through ccxt
+(`exchange.CcxtSource`: live, backfill) and the historical data of a replay
+(`replay.ReplaySource`). This module imports neither
 ccxt nor any data, so the pipeline and replay do not pay for an exchange client.
 
 Failures are named by what the caller does next:
@@ -10,7 +11,7 @@ Failures are named by what the caller does next:
 * :class:`RetryLater` - network trouble, rate limits, maintenance, suspect answers: the
   source already backed off (capped); the next tick resumes from the store;
 * :class:`SkipSymbol` - this symbol cannot be fetched right now, go on with the others;
-* :class:`~daemon.errors.ConfigError` - bad symbol, credentials, unknown exchange:
+* :class:`~daemon.core.errors.ConfigError` - bad symbol, credentials, unknown exchange:
   retrying cannot help, stop with exit 78.
 """
 
@@ -22,7 +23,7 @@ from typing import Protocol
 
 from daemon.core.errors import TemporaryFailure
 from daemon.core.series import Series
-from daemon.core.validate import Rejected, Row
+from daemon.core.validate import RejectedRow, Row
 
 
 class RetryLater(TemporaryFailure):
@@ -59,22 +60,37 @@ class Stopping(Exception):
 
 @dataclass
 class FetchResult:
+    """One page's part of a fetch: what the caller stores before the next page is asked."""
+
     rows: list[Row] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
+    rejected: list[RejectedRow] = field(default_factory=list)
     empty_ts: list[int] = field(default_factory=list)  # confirmed no-trade candle times
     open_dropped: int = 0
     duplicates: int = 0
     pages: int = 0
+
+
+@dataclass
+class FetchSummary:
+    """A whole fetch in numbers. Its pages went to `on_page` one at a time and are not kept,
+    so a backfill of any length holds one page."""
+
+    pages: int = 0
+    rows: int = 0
+    rejected: int = 0
+    empty: int = 0
+    open_dropped: int = 0
+    duplicates: int = 0
     complete: bool = True  # False when a gap was skipped or the fetch stopped early
 
-    def add(self, part: FetchResult) -> None:
-        """Append one page's part to a whole fetch."""
-        self.rows.extend(part.rows)
-        self.rejected.extend(part.rejected)
-        self.empty_ts.extend(part.empty_ts)
+    def count(self, part: FetchResult) -> None:
+        """Count one page's part (its rows are the caller's, through `on_page`)."""
+        self.pages += part.pages
+        self.rows += len(part.rows)
+        self.rejected += len(part.rejected)
+        self.empty += len(part.empty_ts)
         self.open_dropped += part.open_dropped
         self.duplicates += part.duplicates
-        self.pages += part.pages
 
 
 class CandleSource(Protocol):
@@ -89,20 +105,20 @@ class CandleSource(Protocol):
         since_ms: int,
         until_ms: int | None,
         now_ms: int,
-        on_page: Callable[[FetchResult], None] | None = None,
+        on_page: Callable[[FetchResult], None],
         *,
         since_is_stored: bool = True,
-    ) -> FetchResult:
+    ) -> FetchSummary:
         """Closed candles of `symbol` with since <= ts < until (until defaults to now).
 
-        `since_is_stored`: `since_ms` is the newest stored candle, so a healthy answer is
-        never empty. `on_page` receives each part as it arrives, so a long fetch is stored
-        as it goes.
+        `on_page` receives each page's part as it arrives and stores it; the source keeps
+        none of them, so memory stays flat in the number of pages. `since_is_stored`:
+        `since_ms` is the newest stored candle, so a healthy answer is never empty.
         """
         ...
 
 
-def empty_between(rows: list[Row], rejected: list[Rejected], newest_seen: int | None,
+def empty_between(rows: list[Row], rejected: list[RejectedRow], newest_seen: int | None,
                   step_ms: int) -> list[int]:
     """Candle times an answer skipped between candles it did return.
 

@@ -1,4 +1,5 @@
-"""One tick per closed candle (SPEC §7): ingest, retrain when due, forecast, score, persist.
+"""One tick per closed candle (ARCHITECTURE.md: One live tick): ingest, retrain when due,
+forecast, score, persist.
 
 Live mode and replay share this code; they differ only in the `now` they pass in, the
 candle source, and the trainer (synchronous in replay, a background worker live).
@@ -29,7 +30,7 @@ from daemon.pipeline.source import CandleSource, RetryLater, SkipSymbol
 from forecaster.base import CannotForecast, Forecast, Forecaster, History, is_ready
 from storage import ForecastRow, Store, candles, forecasts, runs
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tickcast.pipeline")
 
 FIRST_RETRY = 5  # candles between attempts while a model still has no first version
 

@@ -1,1 +1,2 @@
-"""Candle sources: the exchange through ccxt (the only importer of ccxt)."""
+"""Candle sources: the exchange through ccxt (`exchange`, `calls`: the only importers of
+ccxt) and the in-memory candles of a replay (`replay`)."""

@@ -1,5 +1,5 @@
 """One ccxt call at a time, with capped backoff, a shared rate-limit cool-down, and ccxt's
-errors translated into what the caller must do (see `daemon.source`).
+errors translated into what the caller must do (see `daemon.pipeline.source`).
 
 The policy lives here so the exchange source itself only says *what* to ask for.
 """
@@ -19,7 +19,7 @@ from daemon.core.errors import ConfigError
 from daemon.pipeline.source import RetryLater, SkipSymbol, Stopping
 
 # The name this code has always logged under: operators' journal filters rely on it.
-log = logging.getLogger("daemon.source")
+log = logging.getLogger("tickcast.sources")
 T = TypeVar("T")
 
 RATE_LIMIT_MIN_S = 2.0

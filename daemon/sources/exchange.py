@@ -2,7 +2,7 @@
 
 What to ask for lives here: the client and its URLs, the markets, one validated page, and
 paging forward over a range. How a call is retried, paced and its errors translated lives in
-`ccxt_calls`.
+`calls`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from daemon.core.clock import iso
 from daemon.core.errors import ConfigError
 from daemon.core.series import Series
 from daemon.core.validate import Checked, check_rows
-from daemon.pipeline.source import FetchResult, empty_between
+from daemon.pipeline.source import FetchResult, FetchSummary, empty_between
 from daemon.sources.calls import Caller
 
-# The name this code has always logged under: operators' journal filters rely on it.
-log = logging.getLogger("daemon.source")
+log = logging.getLogger("tickcast.sources")  # the loggers' names: ARCHITECTURE.md
 
 
 @dataclass
@@ -54,7 +53,7 @@ def rewrite_urls(urls: Any, api_url: str) -> Any:
 
 
 class CcxtSource:
-    """A :class:`~daemon.source.CandleSource` over one ccxt exchange."""
+    """A :class:`~daemon.pipeline.source.CandleSource` over one ccxt exchange."""
 
     def __init__(
         self,
@@ -138,22 +137,23 @@ class CcxtSource:
         since_ms: int,
         until_ms: int | None,
         now_ms: int,
-        on_page: Callable[[FetchResult], None] | None = None,
+        on_page: Callable[[FetchResult], None],
         *,
         since_is_stored: bool = True,
-    ) -> FetchResult:
+    ) -> FetchSummary:
         """Closed candles with since <= ts < until (until defaults to now), paging forward.
 
         Callers pass `since` = the newest stored candle (`since_is_stored`): re-asking
         for it makes every healthy answer non-empty. Each following page starts at
         the newest candle of the previous one, for the same reason. `on_page`
-        receives each page's part as it arrives, so a long fetch is stored as it goes.
+        receives each page's part as it arrives and stores it; only counts are kept
+        here, so a backfill of any length holds one page at a time.
         """
         step = series.step_ms
         open_ts = series.open_ts(now_ms)
         end = open_ts if until_ms is None else min(until_ms, open_ts)
         last_wanted = end - step  # newest closed candle time we could want
-        total = FetchResult()
+        total = FetchSummary()
         cursor = since_ms
         overlap = since_is_stored
         while cursor <= last_wanted:
@@ -170,9 +170,8 @@ class CcxtSource:
             part.empty_ts = [t for t in empty_between(page_rows, page.checked.rejected,
                                                       page.newest_seen, step)
                              if cursor <= t < end]
-            total.add(part)
-            if on_page is not None:
-                on_page(part)
+            total.count(part)
+            on_page(part)
             seen = [r[0] for r in part.rows] + [r.ts for r in part.rejected if r.ts is not None]
             furthest = max(seen, default=cursor)
             if furthest >= last_wanted or (page.newest_seen or 0) >= open_ts:

@@ -8,7 +8,7 @@ concept; the rest of ``storage`` speaks SQLAlchemy Core only and imports them as
 ``storage.dialect``.
 """
 
-from .copy import copy_candles, copy_upsert, supports_copy
+from .clauses import upsert_tail
 from .engine import create, read_options
 from .locks import (
     FileWriterLock,
@@ -22,6 +22,7 @@ from .locks import (
     writer_lock_holder,
     writer_lock_key,
 )
+from .pg_copy import copy_candles, copy_upsert, supports_copy
 from .statements import (
     BULK_ROWS,
     MIGRATION_LOCK_KEY,
@@ -41,7 +42,6 @@ from .statements import (
     reset_identity,
     store_size_bytes,
     upsert_rows,
-    upsert_tail,
 )
 from .translate import translate_error
 from .urls import (

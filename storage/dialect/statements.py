@@ -23,6 +23,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Insert
 
 from ..errors import StorageError
+from .clauses import quote, upsert_tail
+from .pg_copy import copy_upsert
 from .urls import BUSY_TIMEOUT_MS, POSTGRESQL, SQLITE, name, sqlite_path
 
 
@@ -158,42 +160,18 @@ def executemany(conn: Connection, sql: str, params: Iterable[Sequence[Any]]) -> 
         cur.close()
 
 
-def _q(bind: Connection | Engine, ident: str) -> str:
-    return str(bind.dialect.identifier_preparer.quote(ident))
-
-
-def upsert_tail(bind: Connection | Engine, table: Table, alias: str = "excluded") -> str:
-    """``ON CONFLICT (primary key) DO UPDATE SET c = excluded.c, ... WHERE <they differ>``:
-    a row whose key exists takes the incoming values, and only when some value differs
-    (an unchanged row is not rewritten). DO NOTHING when every column is in the key.
-    Built from the table's code constants."""
-    key = [c.name for c in table.primary_key.columns]
-    rest = [c.name for c in table.c if c.name not in key]
-    head = f"ON CONFLICT ({', '.join(_q(bind, k) for k in key)})"
-    if not rest:
-        return f"{head} DO NOTHING"
-    t = _q(bind, table.name)
-    sets = ", ".join(f"{_q(bind, c)} = {alias}.{_q(bind, c)}" for c in rest)
-    mine = ", ".join(f"{t}.{_q(bind, c)}" for c in rest)
-    theirs = ", ".join(f"{alias}.{_q(bind, c)}" for c in rest)
-    differ = "IS DISTINCT FROM" if name(bind) == POSTGRESQL else "IS NOT"
-    return f"{head} DO UPDATE SET {sets} WHERE ({mine}) {differ} ({theirs})"
-
-
 def upsert_rows(conn: Connection, table: Table, rows: Sequence[Sequence[Any]]) -> int:
     """Insert rows holding every column of `table` (in its column order) or, where the
     primary key exists, update the columns that differ; returns the rows written. The copy
     path of `tickcast copy-store`: COPY through a temporary table on PostgreSQL
-    (``copy.copy_upsert``), executemany on SQLite."""
+    (``pg_copy.copy_upsert``), executemany on SQLite."""
     if not rows:
         return 0
     if name(conn) == POSTGRESQL:
-        from .copy import copy_upsert
-
         return copy_upsert(conn, table, rows)
-    cols = ", ".join(_q(conn, c.name) for c in table.c)
+    cols = ", ".join(quote(conn, c.name) for c in table.c)
     marks = ", ".join("?" for _ in table.c)
-    sql = (f"INSERT INTO {_q(conn, table.name)} ({cols}) VALUES ({marks}) "
+    sql = (f"INSERT INTO {quote(conn, table.name)} ({cols}) VALUES ({marks}) "
            f"{upsert_tail(conn, table)}")
     return executemany(conn, sql, rows)
 
@@ -204,7 +182,7 @@ def reset_identity(conn: Connection, table: Table) -> None:
     table hands out max(rowid) + 1."""
     if name(conn) != POSTGRESQL or "id" not in table.c:
         return
-    t = _q(conn, table.name)
+    t = quote(conn, table.name)
     conn.exec_driver_sql(
         f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
         f"COALESCE((SELECT max(id) FROM {t}), 0) + 1, false)")

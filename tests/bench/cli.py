@@ -1,4 +1,4 @@
-"""Start-up time of the commands people type (SPEC §10, issue 11): whole commands as
+"""Start-up time of the commands people type (README: Benchmarks, issue 11): whole commands as
 subprocesses, the median of N runs each.
 
     python tests/bench/cli.py              # 9 runs of each command

@@ -1,4 +1,4 @@
-"""Cold starts: does the first training on a fresh store give a model (SPEC §10)?
+"""Cold starts: does the first training on a fresh store give a model (README: Benchmarks)?
 
     python tests/bench/coldstart.py                  # 20 first trainings, in process
     python tests/bench/coldstart.py --trials 3       # a smoke run

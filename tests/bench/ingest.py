@@ -27,7 +27,7 @@ from pathlib import Path
 
 from _common import ROOT, emit, peak_rss_mb
 
-from daemon.commands import dispatch as commands
+from daemon.commands.backfill import backfill_command
 from daemon.config import settings
 from daemon.files.importer import import_file
 from storage import Store, candles
@@ -159,7 +159,7 @@ def backfill_rate(tmp: Path, minutes: int) -> dict[str, float]:
                 "exchange.rate_limit": False, "daemon.clock": f"fixed:{now}",
                 "storage.url": str(tmp / f"bf-{ex}.db")})
             t = time.perf_counter()
-            code = commands.backfill_command(cfg, T0, None)
+            code = backfill_command(cfg, T0, None)
             dt = time.perf_counter() - t
             assert code == 0
             out[ex] = 2 * minutes / dt

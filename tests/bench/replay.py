@@ -1,5 +1,5 @@
 """Replay benchmarks: the real hourly BTC/USD + BTC/EUR pair through the live pipeline with a
-simulated clock (SPEC §10, issues 4 and 11).
+simulated clock (README: Benchmarks, issues 4 and 11).
 
     python tests/bench/replay.py --protocol     # 2,160 hours of 2020, the issue-11 protocol
     python tests/bench/replay.py                # 2020, model trained on the years before

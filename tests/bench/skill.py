@@ -1,4 +1,4 @@
-"""Forecast skill on the public hourly pair, beside strong baselines (SPEC §10).
+"""Forecast skill on the public hourly pair, beside strong baselines (README: Benchmarks).
 
     python tests/bench/skill.py                              # both configs, 2019 and 2020
     python tests/bench/skill.py --config-set protocol --period 2020 --days 20   # smoke run
@@ -16,8 +16,9 @@ coverage. Beside them two checks computed here from the data files, not by the p
 * the RiskMetrics band of `naive` recomputed in plain Python on 200 sampled rows, which
   verifies that the bar everything is measured against is what it claims to be.
 
-Configs: `protocol` is the setting of SPEC §8's published comparisons (rolling 1,500-candle
-window, retrained every 48 candles, horizons 1, 6, 24); `default` is the shipped config.
+Configs: `protocol` is the setting under which published models (statsforecast AutoETS, a
+Darts GRU) were compared on these pairs (rolling 1,500-candle window, retrained every 48
+candles, horizons 1, 6, 24); `default` is the shipped config.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Tick benchmark: one live tick without network and without training, two symbols
-(SPEC §10, issue 4): ingest the newly closed candle of each symbol, score, forecast with
+(README: Benchmarks, issue 4): ingest the newly closed candle of each symbol, score, forecast with
 seq2seq, naive and drift, persist. Target p50 <= 50 ms. With TICKCAST_TEST_PG_URL set (a
 server the script may create a database on), the same on PostgreSQL beside SQLite:
 
@@ -24,6 +24,7 @@ from daemon.core.clock import parse_time
 from daemon.files import replay_data
 from daemon.pipeline.modelset import ModelSet
 from daemon.pipeline.tick import Pipeline
+from daemon.sources.replay import ReplaySource
 from storage import Store
 
 
@@ -36,7 +37,7 @@ def measure(url: str, cfg: settings.Settings, inp: replay_data.ReplayInput, tick
     try:
         store.open(start)
         models = ModelSet(cfg, inp.series)
-        pipe = Pipeline(cfg, store, replay_data.ReplaySource(inp), models, inp.series)
+        pipe = Pipeline(cfg, store, ReplaySource(inp.series.exchange, inp.data), models, inp.series)
         t = time.perf_counter()
         first = pipe.tick(start)  # loads history, trains the first model (not measured)
         setup_s = time.perf_counter() - t

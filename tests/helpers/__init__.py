@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -38,23 +38,31 @@ MINUTE = 60_000
 HOUR = 3_600_000
 T0 = parse_time("2024-01-01")  # where real hourly candles are laid onto a minute grid
 DAYS = 3
+T = TypeVar("T")
 
 
 # -- waiting -------------------------------------------------------------------------------
 
-def wait_until(cond: Callable[[], bool], what: str, *, timeout: float = 120.0,
-               every: float = 0.05, on_timeout: Callable[[], str] = lambda: "") -> None:
-    """Poll `cond` until it holds; fail naming `what` after a generous deadline.
+def wait_until(cond: Callable[[], T], what: str, *, timeout: float = 120.0,
+               every: float = 0.05, on_timeout: Callable[[], str] = lambda: "",
+               give_up: Callable[[], str | None] = lambda: None) -> T:
+    """Poll `cond` until it returns something true, and return that; fail naming `what`
+    after a generous deadline, or as soon as `give_up` says why waiting is pointless (a
+    process died). `on_timeout` adds context to the failure (a log's tail).
 
-    The deadline is a safety net for a hung run, never the thing tested: tests wait for
-    the behaviour, then assert on what happened, not on how long it took.
+    The one polling loop of the tests. The deadline is a safety net for a hung run, never
+    the thing tested: tests wait for the behaviour, then assert on what happened, not on
+    how long it took.
     """
     deadline = time.monotonic() + timeout
-    while not cond():
+    while not (got := cond()):
+        if (reason := give_up()) is not None:
+            raise AssertionError(f"{reason} while waiting for {what}:\n{on_timeout()}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n"
                                  f"{on_timeout()}")
         time.sleep(every)
+    return got
 
 
 def kill_9_once(proc: subprocess.Popen[Any], reached: Callable[[], bool], what: str) -> None:
@@ -216,17 +224,12 @@ def invariants(db: Path, *, baselines: tuple[str, ...] = ("naive-2", "drift-2"))
         con.close()
 
 
-def candle_times(db: Path, symbol: str) -> list[int]:
-    con = sqlite3.connect(db, timeout=10)
-    try:
-        return [r[0] for r in con.execute("select ts from candles where symbol = ? order by ts",
-                                          (symbol,))]
-    finally:
-        con.close()
+def assert_no_holes(db: Path | str, symbols: tuple[str, ...] = ("BTC/USD", "BTC/EUR"), *,
+                    exchange: str | None = None) -> None:
+    """Every symbol's 1m candles (of one exchange, if given) without a gap, in any store."""
+    from tests.helpers.stores import candle_times  # SQLAlchemy: only tests that read stores
 
-
-def assert_no_holes(db: Path, symbols: tuple[str, ...] = ("BTC/USD", "BTC/EUR")) -> None:
     for sym in symbols:
-        ts = candle_times(db, sym)
+        ts = candle_times(db, sym, exchange)
         assert ts and all(b - a == MINUTE for a, b in zip(ts, ts[1:], strict=False)), \
-            f"hole in the {sym} candles"
+            f"hole in the {exchange or ''} {sym} candles"

@@ -16,7 +16,7 @@ from typing import Any
 
 from daemon.core.clock import ScaledClock
 from tests.emulator import ExchangeEmulator
-from tests.helpers import MINUTE, ROOT, T0, env_without, write_config
+from tests.helpers import MINUTE, ROOT, T0, T, env_without, wait_until, write_config
 
 SPEED = 60.0  # one simulated minute per wall second
 START = T0 + 500 * MINUTE  # simulated start: 500 minutes of history exist
@@ -132,19 +132,18 @@ class DaemonHarness:
         finally:
             con.close()
 
-    def wait_for(self, cond: Callable[[], bool], what: str, timeout: float = 180) -> None:
-        """Poll until `cond` holds. The deadline only guards against a hung run: it is
+    def wait_for(self, cond: Callable[[], T], what: str, timeout: float = 180) -> T:
+        """`wait_until` that gives up when the daemon exited with an error, and shows the
+        tail of its log on failure. The deadline only guards against a hung run: it is
         generous so that a busy machine cannot fail a test that behaves correctly."""
-        deadline = time.monotonic() + timeout
-        while not cond():
-            p = self.procs[-1] if self.procs else None
-            if p is not None and p.poll() is not None and p.returncode != 0:
-                raise AssertionError(f"daemon exited {p.returncode} while waiting for "
-                                     f"{what}:\n{self.log()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}:\n"
-                                     f"{self.log()[-3000:]}")
-            time.sleep(0.1)
+        return wait_until(cond, what, timeout=timeout, every=0.1, give_up=self._died,
+                          on_timeout=lambda: self.log()[-3000:] if self.procs else "")
+
+    def _died(self) -> str | None:
+        p = self.procs[-1] if self.procs else None
+        if p is not None and p.poll() is not None and p.returncode != 0:
+            return f"daemon exited {p.returncode}"
+        return None
 
     def newest_common(self) -> int:
         """The newest candle time every symbol has reached (0 before both have one)."""

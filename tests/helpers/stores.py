@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 
 from storage import Store, dialect
-from storage.copying import TABLES
+from storage.copy_store import TABLES
 
 
 def new_store(made: list[Store], url: str, **kw: Any) -> Store:

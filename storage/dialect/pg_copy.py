@@ -1,4 +1,7 @@
-"""PostgreSQL's bulk path for candles: COPY into a temporary table, then one INSERT."""
+"""PostgreSQL's COPY paths: candles (COPY into a temporary table, then one INSERT) and
+copy-store's upserts (COPY into a temporary twin of the table, then one INSERT ... ON
+CONFLICT). Named for PostgreSQL's COPY statement; copying one store into another is
+`storage.copy_store`."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from ..results import InsertResult, as_row
+from .clauses import quote, upsert_tail
 from .urls import POSTGRESQL, name
 
 # A session-private staging table; ON COMMIT DELETE ROWS empties it at every commit.
@@ -140,15 +144,13 @@ def _copy_type(col: Any) -> str:
 def copy_upsert(conn: Connection, table: Table, rows: Sequence[Sequence[Any]]) -> int:
     """Rows holding every column of `table` (in its column order): binary COPY into a
     session-private temporary twin of the table, then one INSERT ... SELECT that inserts
-    the new keys and updates the stored rows that differ (``statements.upsert_tail``).
+    the new keys and updates the stored rows that differ (``clauses.upsert_tail``).
     Returns the rows written. PostgreSQL only."""
-    from .statements import _q, upsert_tail
-
     raw = conn.connection.driver_connection
     assert raw is not None
-    t = _q(conn, table.name)
-    tmp = _q(conn, f"tickcast_copy_{table.name}")
-    cols = ", ".join(_q(conn, c.name) for c in table.c)
+    t = quote(conn, table.name)
+    tmp = quote(conn, f"tickcast_copy_{table.name}")
+    cols = ", ".join(quote(conn, c.name) for c in table.c)
     cur = raw.cursor()
     try:
         cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {t}) ON COMMIT DELETE ROWS")

@@ -23,6 +23,10 @@ from .migrations import current_version
 from .schema import candles, checkpoints, empty_candles, forecasts, store_meta, training_runs
 from .store import Store
 
+# What `snapshot` yields: one read transaction on the source (a name for the commands, which
+# do not import SQLAlchemy).
+Snapshot = Connection
+
 # In this order; no foreign keys between them.
 TABLES: tuple[Table, ...] = (candles, empty_candles, forecasts, training_runs, checkpoints,
                              store_meta)
@@ -47,7 +51,7 @@ def counts(conn: Connection) -> dict[str, int]:
 
 
 @contextmanager
-def snapshot(source: Store) -> Iterator[Connection]:
+def snapshot(source: Store) -> Iterator[Snapshot]:
     """One consistent read of the source for the whole copy (a daemon may go on writing
     to it; what it writes meanwhile is not copied and not counted)."""
     with source.read("read the source store") as conn:
