@@ -3,7 +3,7 @@
 Imports nothing from the rest of the project (SPEC §2).
 """
 
-from . import candles, checkpoints, dialect, forecasts, migrations, runs, schema, views
+from . import accuracy, candles, checkpoints, dialect, forecasts, migrations, runs, schema, views
 from .errors import (
     SchemaTooNew,
     SchemaTooOld,
@@ -28,6 +28,7 @@ __all__ = [
     "StoreConfigError",
     "StoreCorrupt",
     "StoreUnavailable",
+    "accuracy",
     "candles",
     "checkpoints",
     "dialect",
