@@ -9,6 +9,7 @@ torch and ccxt are imported inside the functions that need them: `tickcast statu
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from daemon.config.settings import Settings
@@ -37,11 +38,30 @@ def open_store(url: str, now_ms: int, *, read_only: bool = False, durable: bool 
         if read_only:
             store.open_read_only()
         else:
-            store.open(now_ms, on_migration_step=crashpoints.hook("mid-migration"))
+            store.open(now_ms, on_migration_step=crashpoints.hook("mid-migration"),
+                       progress=migration_progress())
     except BaseException:
         store.close()
         raise
     return store
+
+
+def migration_progress() -> Callable[[str, int, int], None]:
+    """A long migration step's progress: a bar on a terminal, log lines otherwise (filling
+    the accuracy sums of a year of minutes takes minutes, once)."""
+    from daemon.core.progress import Progress
+
+    bars: dict[str, Progress] = {}
+
+    def update(what: str, done: int, total: int) -> None:
+        bar = bars.get(what)
+        if bar is None:
+            bar = bars[what] = Progress(f"upgrading the store: {what}", total, unit=" days")
+        bar.update(done)
+        if done >= total:
+            bar.close()
+
+    return update
 
 
 def open_configured_store(cfg: Settings, now_ms: int, *, read_only: bool = False) -> Store:
