@@ -159,17 +159,20 @@ def report_command(cfg: Settings, since: int | None, plot: str | None, as_json: 
     store = wiring.open_configured_store(cfg, 0, read_only=True)
     try:
         rows = report.accuracy(store, since)
+        kept = report.rows_kept(store)
         if plot:
             report.plot(store, Path(plot), since, rows)
     finally:
         store.close()
     if as_json:
-        print(json.dumps({"since": iso(since) if since is not None else None, "rows": rows},
-                         indent=2))
+        print(json.dumps({"since": iso(since) if since is not None else None, "rows": rows,
+                          **kept}, indent=2))
     else:
         print(report.table(rows))
         if rows:
             print(report.describe_range(rows))
+        if report.describe_kept(kept):
+            print(report.describe_kept(kept))
         if plot:
             print(f"plot written to {plot}")
     return errors.EXIT_OK
