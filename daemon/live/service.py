@@ -28,6 +28,7 @@ from daemon.core import errors
 from daemon.core.clock import Clock, ScaledClock, from_spec
 from daemon.live.health import Health
 from daemon.live.notify import Notifier
+from daemon.live.retention import Retention
 from daemon.live.scheduling import DaemonSchedule
 from daemon.live.ticker import TickLoop
 from daemon.live.training import BackgroundTrainer
@@ -81,11 +82,14 @@ class Daemon:
         wd = self.notifier.watchdog_s
         self.health = Health(self.ticker, self.notifier, self.store, self.models, self.series,
                              hang_limit_s=max(3 * tick_interval_s, wd or 0.0, 5.0))
+        self.retention = Retention(self.store, self.series, self.clock,
+                                   cfg.storage.keep_forecast_rows_days, self.stop)
         self.schedule = DaemonSchedule(
             clock=self.clock, speed=self.speed, step_ms=self.series.step_ms,
             poll_delay_s=cfg.daemon.poll_delay_s, tick=self.ticker.tick,
             heartbeat=self.health.heartbeat, heartbeat_minutes=cfg.daemon.heartbeat_minutes,
-            watchdog=self.health.watchdog, watchdog_every_s=wd / 2 if wd else None)
+            watchdog=self.health.watchdog, watchdog_every_s=wd / 2 if wd else None,
+            retention=self.retention.run_once if cfg.storage.keep_forecast_rows_days else None)
         self.loaded = ", ".join(f"{m} {v}" for m, v in self.version.items() if v)
         self.exporter: Any = None
         if cfg.metrics.listen:
