@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 
 def open_store(url: str, now_ms: int, *, read_only: bool = False, durable: bool = True,
-               busy_timeout_ms: int | None = None,
-               statement_timeout_ms: int | None = None) -> Store:
+               busy_timeout_ms: int | None = None, statement_timeout_ms: int | None = None,
+               progress: Callable[[str, int, int], None] | None = None) -> Store:
     """Open a store: check and migrate it; or, `read_only` (commands that only read:
     status, report, replay --from-db), check that it exists and has this code's schema and
     write nothing at all: no file is created, no migration runs (an older store is refused,
@@ -39,7 +39,7 @@ def open_store(url: str, now_ms: int, *, read_only: bool = False, durable: bool 
             store.open_read_only()
         else:
             store.open(now_ms, on_migration_step=crashpoints.hook("mid-migration"),
-                       progress=migration_progress())
+                       progress=progress or migration_progress())
     except BaseException:
         store.close()
         raise
@@ -64,11 +64,12 @@ def migration_progress() -> Callable[[str, int, int], None]:
     return update
 
 
-def open_configured_store(cfg: Settings, now_ms: int, *, read_only: bool = False) -> Store:
+def open_configured_store(cfg: Settings, now_ms: int, *, read_only: bool = False,
+                          progress: Callable[[str, int, int], None] | None = None) -> Store:
     """The store `storage.url` names, with the configured busy and statement timeouts."""
     return open_store(cfg.storage.url, now_ms, read_only=read_only,
                       busy_timeout_ms=cfg.storage.busy_timeout_ms,
-                      statement_timeout_ms=cfg.storage.statement_timeout_ms)
+                      statement_timeout_ms=cfg.storage.statement_timeout_ms, progress=progress)
 
 
 def make_source(cfg: Settings, *, stop: threading.Event | None = None,

@@ -249,9 +249,41 @@ def test_the_migration_fills_the_sums_from_a_version_3_store(
         conn.execute(text(_V3_SCORE), {"now": T, "cap": data[-50][0]})
     heard: list[tuple[str, int, int]] = []
     assert s.open(now_ms=T, progress=lambda *a: heard.append(a)) == migrations.LATEST
-    assert heard and heard[-1] == ("accuracy sums", 4, 4) or heard[-1][1] == heard[-1][2]
+    assert heard and heard[-1][0] == "accuracy sums" and heard[-1][1] == heard[-1][2]
     check_sums(s, rng)
     with s.write() as conn:
         candles.insert(conn, "bitstamp", "BTC/USD", "1m", data[-100:])
         assert forecasts.score(conn, data[-1][0] + STEP, "1m", STEP) > 0
     check_sums(s, rng)
+
+
+def test_a_long_upgrade_at_start_tells_systemd_it_is_still_starting(tmp_path: Any) -> None:
+    """Filling the sums of a year of minutes takes minutes, once: the daemon's start-up
+    pushes systemd's start timeout ahead at each step and says how far it got."""
+    from daemon import wiring
+    from daemon.live.notify import Notifier
+    from daemon.live.service import upgrade_progress
+    from tests.helpers import wait_until
+    from tests.helpers.daemon import Notifications
+
+    db = tmp_path / "old.db"
+    s = Store(str(db))
+    migrations.migrate(s.engine, now_ms=T, target=3)
+    data = _walk(3 * 1440, random.Random(3), 100.0)
+    with s.write() as conn:
+        candles.insert(conn, "bitstamp", "BTC/USD", "1m", data)
+        forecasts.insert(conn, [ForecastRow("naive", "naive-2", "bitstamp", "BTC/USD", "1m",
+                                            c[0], c[0] + STEP, 1, c[4], None, None, c[0])
+                                for c in data[:-1]])
+        conn.execute(text(_V3_SCORE), {"now": T, "cap": data[-1][0]})
+    s.close()
+    heard = Notifications(tmp_path / "notify")
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": str(heard.path)})
+        store = wiring.open_store(str(db), T, progress=upgrade_progress(notifier))
+        store.close()
+        wait_until(lambda: any("of 4 days" in m for m in heard.statuses()), "the last step")
+        assert heard.has("EXTEND_TIMEOUT_USEC=60000000")
+        assert heard.statuses()[-1] == "upgrading the store: accuracy sums, 4 of 4 days"
+    finally:
+        heard.close()

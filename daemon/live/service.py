@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -39,6 +40,7 @@ log = logging.getLogger("tickcast.daemon")
 
 STOP_GRACE_S = 7.0  # SIGTERM to exit, leaving systemd's 10 s margin
 TRAINING_GRACE_S = 2.0  # for a training step in flight to notice the stop
+UPGRADE_STEP_GRACE_S = 60.0  # start timeout granted per step of a store upgrade
 
 
 class Daemon:
@@ -67,7 +69,8 @@ class Daemon:
         self.lock: dialect.WriterLock | None = dialect.acquire_writer_lock(
             cfg.storage.url, self.series.exchange, self.series.timeframe)
         try:
-            self.store: Store = wiring.open_configured_store(cfg, self.clock.now_ms())
+            self.store: Store = wiring.open_configured_store(
+                cfg, self.clock.now_ms(), progress=upgrade_progress(self.notifier))
             self.version = self.models.load_current(self.store)
         except BaseException:
             self.lock.release()
@@ -169,6 +172,20 @@ class Daemon:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+
+def upgrade_progress(notifier: Notifier) -> Callable[[str, int, int], None]:
+    """A long store upgrade at start (filling the accuracy sums of a year of minutes takes
+    minutes, once): the terminal's bar or log lines, and systemd told it is still starting
+    (its start timeout pushed a minute ahead at every step) and how far it got."""
+    shown = wiring.migration_progress()
+
+    def update(what: str, done: int, total: int) -> None:
+        shown(what, done, total)
+        notifier.extend_start(UPGRADE_STEP_GRACE_S,
+                              f"upgrading the store: {what}, {done} of {total} days")
+
+    return update
 
 
 def run(cfg: Settings) -> int:
