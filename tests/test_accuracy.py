@@ -287,3 +287,46 @@ def test_a_long_upgrade_at_start_tells_systemd_it_is_still_starting(tmp_path: An
         assert heard.statuses()[-1] == "upgrading the store: accuracy sums, 4 of 4 days"
     finally:
         heard.close()
+
+
+def _readme_sqlite_queries() -> dict[str, str]:
+    import re
+
+    from tests.helpers import ROOT
+
+    block = (ROOT / "README.md").read_text().split("### Queries you will want", 1)[1]
+    block = block.split("```sql", 1)[1].split("```", 1)[0]
+    out = {}
+    for chunk in re.split(r"\n(?=-- \d+\.)", block.strip()):
+        head, sql = chunk.split("\n", 1)
+        if not head.rstrip().endswith("(PostgreSQL)"):
+            out[head.split(".")[0].lstrip("- ")] = sql.strip().rstrip(";")
+    return out
+
+
+def test_what_users_run_reads_indexes_and_sums_not_every_row(tmp_path: Any) -> None:
+    """SQLite's plans, which no machine's speed changes: the README queries, the view and
+    the rolling accuracy never walk the forecasts table or a whole index of it (query 6
+    reads the partial index of waiting rows as written; query 1 seeks per series; the
+    partial first day is a range of issue times)."""
+    s = Store(str(tmp_path / "p.db"))
+    s.open(now_ms=T)
+    random_history(s, random.Random(2), ticks=30)
+    queries = _readme_sqlite_queries()
+    assert set(queries) == {"1", "2", "3", "4", "5", "6"}
+    queries["view"] = "SELECT * FROM forecast_accuracy"
+    queries["since"] = views.accuracy_since_sql()
+    with s.read() as conn:
+        plans = {k: [r[-1] for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql),
+                                                 {"since": T + 1, "day": T + DAY})]
+                 for k, sql in queries.items()}
+    for k, plan in plans.items():
+        # forecasts is `forecasts`, `f`, `n` or `l` in these queries; `d` is the sums
+        walks = [p for p in plan if p.split()[:1] == ["SCAN"]
+                 and p.split()[1] in ("forecasts", "f", "n", "l")
+                 and "forecasts_waiting" not in p]
+        assert walks == [], (k, plan)
+    assert plans["6"] == ["SCAN forecasts USING INDEX forecasts_waiting"]
+    assert any("forecasts_issued (issued_ts>? AND issued_ts<?)" in p for p in plans["since"])
+    assert not any("forecasts" in p.split() for p in plans["view"])
+    s.close()
