@@ -307,6 +307,11 @@ def tick_cost(db: Path, ticks: int, work: Path, trace: bool) -> dict[str, Any]:
             "parts_p50_ms": {n: round(float(np.percentile(v, 50)), 2) for n, v in parts.items()},
         }
         out["tick_and_refresh_p50_ms"] = round(out["tick_p50_ms"] + out["metrics_refresh_p50_ms"], 2)
+        # The store now ends minutes after a midnight: the 24 h window of `status` is nearly
+        # a whole day of rows before the sums start, the worst case for its partial day.
+        live = {"TICKCAST_DAEMON__CLOCK": f"fixed:{now + (ticks + 1) * STEP + 30_000}"}
+        out["status_minutes_after_midnight_s"] = median_of(
+            3, [*tickcast(), "--db", str(copy), "status"], extra=live)
         if trace:
             out["plans"] = explain(copy, traced)
         return out
