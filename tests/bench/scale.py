@@ -71,9 +71,6 @@ def env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return out
 
 
-CPU: dict[str, float] = {}  # command key -> median CPU seconds (user + sys) of the child
-
-
 def timed(cmd: list[str], *, stdin: str | None = None, extra: dict[str, str] | None = None,
           ok: tuple[int, ...] = (0,)) -> tuple[float, str, float]:
     """Wall seconds, stdout and CPU seconds (user + sys) of one whole command."""
@@ -89,12 +86,34 @@ def timed(cmd: list[str], *, stdin: str | None = None, extra: dict[str, str] | N
     return wall, p.stdout, cpu
 
 
-def median_of(runs: int, cmd: list[str], key: str = "", **kw: Any) -> float:
-    """Median wall seconds of `runs` runs (their median CPU seconds go to CPU[key])."""
-    got = [timed(cmd, **kw) for _ in range(runs)]
-    if key:
-        CPU[key] = round(statistics.median(g[2] for g in got), 3)
-    return round(statistics.median(g[0] for g in got), 3)
+class Job:
+    """One thing timed on each store: `prepare()` (untimed) returns the command's kwargs."""
+
+    def __init__(self, key: str, make: Any) -> None:
+        self.key = key
+        self.make = make  # (store name) -> (cmd, kwargs, cleanup or None)
+
+
+def interleaved(jobs: list[Job], names: list[str], runs: int) -> dict[str, dict[str, Any]]:
+    """Each job `runs` times on each store, the stores alternating run by run, so a busy
+    moment of the machine falls on both alike: median and best wall seconds, median CPU."""
+    wall: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
+    for job in jobs:
+        for _ in range(runs):
+            for name in names:
+                cmd, kw, cleanup = job.make(name)
+                w, _, c = timed(cmd, **kw)
+                if cleanup is not None:
+                    cleanup()
+                wall.setdefault((name, job.key), []).append(w)
+                cpu.setdefault((name, job.key), []).append(c)
+    out: dict[str, dict[str, Any]] = {n: {"best_s": {}, "cpu_s": {}} for n in names}
+    for (name, key), ws in wall.items():
+        out[name][key] = round(statistics.median(ws), 3)
+        out[name]["best_s"][key] = round(min(ws), 3)
+        out[name]["cpu_s"][key] = round(statistics.median(cpu[(name, key)]), 3)
+    return out
 
 
 def readme_queries() -> list[tuple[str, str]]:
@@ -125,51 +144,51 @@ def store_facts(db: Path) -> dict[str, Any]:
             "newest_candle_ts": candles, "bytes": db.stat().st_size}
 
 
-def commands(db: Path, runs: int, facts: dict[str, Any], plot_dir: Path) -> dict[str, float]:
-    base = [*tickcast(), "--db", str(db)]
-    live = {"TICKCAST_DAEMON__CLOCK": f"fixed:{facts['newest_candle_ts'] + STEP + 30_000}"}
-    since = time.strftime("%Y-%m-%dT%H:%MZ",
-                          time.gmtime((facts["newest_issued_ts"] - 7 * DAY) / 1000))
-    cmds = {
-        "status_s": ([*base, "status"], live),
-        "status_json_s": ([*base, "status", "--json"], live),
-        "report_s": ([*base, "report"], None),
-        "report_json_s": ([*base, "report", "--json"], None),
-        "report_since_7d_s": ([*base, "report", "--since", since], None),
-        "report_plot_s": ([*base, "report", "--plot", str(plot_dir / f"{db.stem}.png")], None),
-    }
-    out = {k: median_of(runs, cmd, key=k, extra=extra) for k, (cmd, extra) in cmds.items()}
-    return out
+def jobs(stores: dict[str, Path], facts: dict[str, dict[str, Any]], work: Path) -> list[Job]:
+    def command(key: str, *args: str, live: bool = False) -> Job:
+        def make(name: str) -> Any:
+            f = facts[name]
+            extra = {"TICKCAST_DAEMON__CLOCK": f"fixed:{f['newest_candle_ts'] + STEP + 30_000}"}
+            since = time.strftime("%Y-%m-%dT%H:%MZ",
+                                  time.gmtime((f["newest_issued_ts"] - 7 * DAY) / 1000))
+            argv = [a.replace("{since}", since).replace("{png}", str(work / f"{name}.png"))
+                    for a in args]
+            return ([*tickcast(), "--db", str(stores[name]), *argv],
+                    {"extra": extra if live else None}, None)
+        return Job(key, make)
 
+    def query(key: str, sql: str) -> Job:
+        return Job(key, lambda name: ([sys.executable, "-c", QUERY_RUNNER, str(stores[name])],
+                                      {"stdin": sql}, None))
 
-def small_import(db: Path, runs: int, facts: dict[str, Any], work: Path) -> float:
-    """`tickcast import` of 60 new candles into a copy of the store (opened for writing)."""
-    csv = work / "bitstamp_BTC-USD_1m_small.csv"
-    start = facts["newest_candle_ts"] + STEP
-    csv.write_text("ts_ms,open,high,low,close,volume\n" + "".join(
-        f"{start + i * STEP},100,101,99,100.5,1.5\n" for i in range(60)))
-    times, cpus = [], []
-    for _ in range(runs):
+    def small_import(name: str) -> Any:
+        """`tickcast import` of 60 new candles into a copy of the store (opened for writing)."""
+        csv = work / "bitstamp_BTC-USD_1m_small.csv"
+        start = facts[name]["newest_candle_ts"] + STEP
+        csv.write_text("ts_ms,open,high,low,close,volume\n" + "".join(
+            f"{start + i * STEP},100,101,99,100.5,1.5\n" for i in range(60)))
         copy = work / "import.db"
-        shutil.copyfile(db, copy)
+        shutil.copyfile(stores[name], copy)
         os.sync()  # else the first fsync of the store writes the whole fresh copy back
-        wall, _, cpu = timed([*tickcast(), "--db", str(copy), "import", str(csv)])
-        times.append(wall)
-        cpus.append(cpu)
-        copy.unlink()
-        for suffix in ("-wal", "-shm"):
-            Path(f"{copy}{suffix}").unlink(missing_ok=True)
-    CPU["import_small_file_s"] = round(statistics.median(cpus), 3)
-    return round(statistics.median(times), 3)
 
+        def cleanup() -> None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{copy}{suffix}").unlink(missing_ok=True)
 
-def queries(db: Path, runs: int) -> dict[str, float]:
-    out = {}
-    for label, sql in [*readme_queries(),
-                       ("SELECT * FROM forecast_accuracy", "SELECT * FROM forecast_accuracy")]:
-        key = f"readme_query_{label}_s" if label.isdigit() else "select_forecast_accuracy_s"
-        out[key] = median_of(runs, [sys.executable, "-c", QUERY_RUNNER, str(db)], key=key,
-                             stdin=sql)
+        return [*tickcast(), "--db", str(copy), "import", str(csv)], {}, cleanup
+
+    out = [
+        command("status_s", "status", live=True),
+        command("status_json_s", "status", "--json", live=True),
+        command("report_s", "report"),
+        command("report_json_s", "report", "--json"),
+        command("report_since_7d_s", "report", "--since", "{since}"),
+        command("report_plot_s", "report", "--plot", "{png}"),
+        Job("import_small_file_s", small_import),
+    ]
+    for label, sql in readme_queries():
+        out.append(query(f"readme_query_{label}_s", sql))
+    out.append(query("select_forecast_accuracy_s", "SELECT * FROM forecast_accuracy"))
     return out
 
 
@@ -228,24 +247,24 @@ class Timers:
         setattr(owner, attr, timed)
 
 
-def tick_cost(db: Path, ticks: int, work: Path, trace: bool) -> dict[str, Any]:
-    """Pipeline.tick on a copy of the store, continuing its series by a random walk."""
-    from sqlalchemy import event
+class TickRig:
+    """Pipeline.tick on a copy of one store, continuing its series by a random walk."""
 
-    from daemon.config import settings
-    from daemon.files.replay_data import ReplaySource, replay_input
-    from daemon.pipeline import history
-    from daemon.pipeline import tick as pipeline
-    from daemon.pipeline.modelset import ModelSet
-    from storage import Store, candles, forecasts
+    def __init__(self, name: str, db: Path, ticks: int, work: Path, trace: bool) -> None:
+        from sqlalchemy import event
 
-    copy = work / f"tick-{db.name}"
-    shutil.copyfile(db, copy)
-    os.sync()  # else the first checkpoint's fsync writes the whole fresh copy back
-    try:
+        from daemon.config import settings
+        from daemon.files.replay_data import ReplaySource, replay_input
+        from daemon.pipeline import tick as pipeline
+        from daemon.pipeline.modelset import ModelSet
+        from storage import Store, candles
+
+        self.copy = work / f"tick-{name}.db"
+        shutil.copyfile(db, self.copy)
+        os.sync()  # else the first checkpoint's fsync writes the whole fresh copy back
         cfg = settings.load(None, env={}, overrides={
             "model.models": ["naive", "drift"], "model.retrain_every": 10**9})
-        store = Store(str(copy))
+        self.store = store = Store(str(self.copy))
         store.open(0)
         rng = np.random.default_rng(5)
         data = {}
@@ -265,59 +284,101 @@ def tick_cost(db: Path, ticks: int, work: Path, trace: bool) -> dict[str, Any]:
                 data[sym] = (np.asarray(ts, dtype=np.int64), ohlcv)
                 start = newest
         inp = replay_input("bitstamp", "1m", data, "scale bench")
-        models = ModelSet(cfg, inp.series)
-        pipe = pipeline.Pipeline(cfg, store, ReplaySource(inp), models, inp.series)
-        timers = Timers()
-        timers.wrap(pipeline.Pipeline, "ingest", "ingest")
-        timers.wrap(pipeline.Pipeline, "newest", "newest candle")
-        timers.wrap(history.CandleWindow, "refresh", "candle window")
-        timers.wrap(forecasts, "score_by_model", "scoring with the accuracy sums")
-        timers.wrap(forecasts, "insert_by_model", "storing forecasts")
-        now = start + STEP + 2000
-        pipe.tick(now)  # warm-up: loads the window (not measured)
-        traced: list[str] = []
+        self.pipe = pipeline.Pipeline(cfg, store, ReplaySource(inp), ModelSet(cfg, inp.series),
+                                      inp.series)
+        self.now = start + STEP + 2000
+        self.pipe.tick(self.now)  # warm-up: loads the window (not measured)
+        self.traced: list[str] = []
+        self.trace = trace
         if trace:
-            @event.listens_for(store.engine, "connect")
             def _trace(dbapi_conn: Any, _r: Any) -> None:
-                dbapi_conn.set_trace_callback(traced.append)
+                dbapi_conn.set_trace_callback(self.traced.append)
+
+            self._trace = _trace
+            event.listen(store.engine, "connect", _trace)
             store.engine.dispose()  # new connections, traced
-        times, refresh, parts = [], [], {}
-        for k in range(1, ticks + 1):
-            timers.total.clear()
-            t = time.perf_counter()
-            rep = pipe.tick(now + k * STEP)
-            times.append((time.perf_counter() - t) * 1000)
-            assert rep.forecasts == 20, rep
-            for name, v in timers.total.items():
-                parts.setdefault(name, []).append(v * 1000)
-            t = time.perf_counter()
-            with store.read("metrics: rolling accuracy") as conn:
-                rows = forecasts.accuracy(conn, since=now + k * STEP - 24 * 3_600_000)
-            store.store_size_bytes()
-            refresh.append((time.perf_counter() - t) * 1000)
-            assert rows
-            if trace and k == 1:
-                store.engine.dispose()
-                event.remove(store.engine, "connect", _trace)
-        store.close()
+        self.times: list[float] = []
+        self.refresh: list[float] = []
+        self.parts: dict[str, list[float]] = {}
+        self.k = 0
+
+    def tick(self, timers: Timers) -> None:
+        from sqlalchemy import event
+
+        from storage import forecasts
+
+        self.k += 1
+        timers.total.clear()
+        t = time.perf_counter()
+        rep = self.pipe.tick(self.now + self.k * STEP)
+        self.times.append((time.perf_counter() - t) * 1000)
+        assert rep.forecasts == 20, rep
+        for name, v in timers.total.items():
+            self.parts.setdefault(name, []).append(v * 1000)
+        t = time.perf_counter()  # what the exporter's thread reads every minute
+        with self.store.read("metrics: rolling accuracy") as conn:
+            rows = forecasts.accuracy(conn, since=self.now + self.k * STEP - 24 * 3_600_000)
+        self.store.store_size_bytes()
+        self.refresh.append((time.perf_counter() - t) * 1000)
+        assert rows
+        if self.trace and self.k == 1:
+            self.store.engine.dispose()
+            event.remove(self.store.engine, "connect", self._trace)
+
+    def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "tick_p50_ms": round(float(np.percentile(times, 50)), 2),
-            "tick_p90_ms": round(float(np.percentile(times, 90)), 2),
-            "metrics_refresh_p50_ms": round(float(np.percentile(refresh, 50)), 2),
-            "parts_p50_ms": {n: round(float(np.percentile(v, 50)), 2) for n, v in parts.items()},
+            "tick_p50_ms": round(float(np.percentile(self.times, 50)), 2),
+            "tick_p90_ms": round(float(np.percentile(self.times, 90)), 2),
+            "metrics_refresh_p50_ms": round(float(np.percentile(self.refresh, 50)), 2),
+            "parts_p50_ms": {n: round(float(np.percentile(v, 50)), 2)
+                             for n, v in self.parts.items()},
         }
-        out["tick_and_refresh_p50_ms"] = round(out["tick_p50_ms"] + out["metrics_refresh_p50_ms"], 2)
-        # The store now ends minutes after a midnight: the 24 h window of `status` is nearly
-        # a whole day of rows before the sums start, the worst case for its partial day.
-        live = {"TICKCAST_DAEMON__CLOCK": f"fixed:{now + (ticks + 1) * STEP + 30_000}"}
-        out["status_minutes_after_midnight_s"] = median_of(
-            3, [*tickcast(), "--db", str(copy), "status"], extra=live)
-        if trace:
-            out["plans"] = explain(copy, traced)
+        out["tick_and_refresh_p50_ms"] = round(out["tick_p50_ms"]
+                                               + out["metrics_refresh_p50_ms"], 2)
+        if self.trace:
+            out["plans"] = explain(self.copy, self.traced)
+        return out
+
+    def status_job(self) -> Any:
+        """`status` on the copy, which now ends minutes after a midnight: its 24 h window
+        is nearly a whole day of rows before the sums start (the worst case)."""
+        live = {"TICKCAST_DAEMON__CLOCK": f"fixed:{self.now + (self.k + 1) * STEP + 30_000}"}
+        return [*tickcast(), "--db", str(self.copy), "status"], {"extra": live}, None
+
+    def close(self) -> None:
+        self.store.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.copy}{suffix}").unlink(missing_ok=True)
+
+
+def tick_costs(stores: dict[str, Path], ticks: int, runs: int, work: Path) -> dict[str, Any]:
+    """The tick on every store, the stores alternating tick by tick."""
+    from daemon.pipeline import history
+    from daemon.pipeline import tick as pipeline
+    from storage import forecasts
+
+    timers = Timers()
+    timers.wrap(pipeline.Pipeline, "ingest", "ingest")
+    timers.wrap(pipeline.Pipeline, "newest", "newest candle")
+    timers.wrap(history.CandleWindow, "refresh", "candle window")
+    timers.wrap(forecasts, "score_by_model", "scoring with the accuracy sums")
+    timers.wrap(forecasts, "insert_by_model", "storing forecasts")
+    rigs = {name: TickRig(name, db, ticks, work, trace=name == "year")
+            for name, db in stores.items()}
+    try:
+        for _ in range(ticks):
+            for rig in rigs.values():
+                rig.tick(timers)
+        out = {name: rig.summary() for name, rig in rigs.items()}
+        after = interleaved([Job("status_minutes_after_midnight_s",
+                                 lambda name: rigs[name].status_job())], list(rigs), runs)
+        for name in rigs:
+            out[name]["status_minutes_after_midnight_s"] = after[name][
+                "status_minutes_after_midnight_s"]
         return out
     finally:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{copy}{suffix}").unlink(missing_ok=True)
+        for rig in rigs.values():
+            rig.close()
 
 
 def explain(db: Path, statements: list[str]) -> dict[str, list[str]]:
@@ -361,23 +422,23 @@ def main() -> None:
     ap.add_argument("--skip-commands", action="store_true", help="only the ticks and plans")
     args = ap.parse_args()
     result: dict[str, Any] = {"benchmark": "scale", "runs": args.runs, "ticks": args.ticks}
+    stores = {"month": args.month, "year": args.year}
+    facts = {name: store_facts(db) for name, db in stores.items()}
     with tempfile.TemporaryDirectory(dir=args.year.parent) as d:
         work = Path(d)
-        for name, db in (("month", args.month), ("year", args.year)):
-            facts = store_facts(db)
-            r: dict[str, Any] = {"store": str(db), **facts}
-            if not args.skip_commands:
-                r.update(commands(db, args.runs, facts, work))
-                r["import_small_file_s"] = small_import(db, args.runs, facts, work)
-                r.update(queries(db, args.runs))
-                r["report_json_equals_rows"] = report_json_equals_rows(db)
-                r["cpu_s"] = dict(CPU)
-                r["load_average"] = os.getloadavg()
-            r["tick"] = tick_cost(db, args.ticks, work, trace=name == "year")
-            print(json.dumps({name: {k: v for k, v in r.items() if k != "tick"},
-                              "tick": {k: v for k, v in r["tick"].items() if k != "plans"}}),
-                  flush=True)
-            result[name] = r
+        for name, db in stores.items():
+            result[name] = {"store": str(db), **facts[name]}
+        if not args.skip_commands:
+            got = interleaved(jobs(stores, facts, work), list(stores), args.runs)
+            for name, db in stores.items():
+                result[name].update(got[name])
+                result[name]["report_json_equals_rows"] = report_json_equals_rows(db)
+            result["load_average_after_commands"] = os.getloadavg()
+            print(json.dumps({n: result[n] for n in stores}), flush=True)
+        ticks = tick_costs(stores, args.ticks, args.runs, work)
+        for name in stores:
+            result[name]["tick"] = ticks[name]
+        result["load_average_after_ticks"] = os.getloadavg()
         result["readme_plans_year"] = readme_plans(args.year)
     m, y = result["month"]["tick"], result["year"]["tick"]
     result["tick_year_over_month"] = round(y["tick_p50_ms"] / m["tick_p50_ms"], 3)
