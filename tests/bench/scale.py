@@ -392,7 +392,10 @@ def explain(db: Path, statements: list[str]) -> dict[str, list[str]]:
                 continue
             short = re.sub(r"\s+", " ", sql)
             short = re.sub(r"\(VALUES .*\) WHERE true", "(VALUES (...), ...) WHERE true", short)
-            if short in out:
+            # one entry per statement shape: bound values as ?
+            short = re.sub(r"'[^']*'|\b\d+(\.\d+)?(e[-+]?\d+)?\b", "?", short)
+            short = re.sub(r"\?(, \?)+", "?, ...", short)
+            if short[:400] in out:
                 continue
             try:
                 out[short[:400]] = [r[-1] for r in con.execute("EXPLAIN QUERY PLAN " + sql)]
