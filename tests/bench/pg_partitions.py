@@ -180,9 +180,6 @@ def tick(s: Store, ticks: int) -> dict[str, Any]:
     """The store work of a live tick: candles, scoring with the sums, 40 forecasts."""
     rng = np.random.default_rng(1)
     times = []
-    with s.read() as conn:
-        last = {sym: candles.newest_ts(conn, "bitstamp", sym, "1m") for sym in ("BTC/USD",
-                                                                            "BTC/EUR")}
     price = {"BTC/USD": 42_000.0, "BTC/EUR": 38_000.0}
     for k in range(1, ticks + 1):
         t0 = time.perf_counter()
