@@ -53,7 +53,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "status": (
         "last candle and lag per symbol, model version, last training, recent error",
-        "examples:\n  tickcast status\n  tickcast status --json",
+        "examples:\n  tickcast status\n  tickcast status --json\n"
+        "  tickcast status --check            # plus the store's integrity check",
     ),
     "copy-store": (
         "copy the configured store into another (SQLite <-> PostgreSQL), resumable, counts "
@@ -145,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub("status")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--check", action="store_true",
+                   help="also run the store's integrity check (SQLite PRAGMA quick_check: it "
+                        "reads every page, seconds on a big store); exit 74 if it fails")
     p.set_defaults(func=_cmd_status)
 
     p = sub("copy-store")
@@ -230,7 +234,7 @@ def _cmd_report(args: argparse.Namespace, cfg: settings.Settings) -> int:
 def _cmd_status(args: argparse.Namespace, cfg: settings.Settings) -> int:
     from daemon.commands.status import status_command
 
-    return status_command(cfg, args.json)
+    return status_command(cfg, args.json, check=args.check)
 
 
 def _cmd_copy_store(args: argparse.Namespace, cfg: settings.Settings) -> int:

@@ -10,6 +10,7 @@ torch and ccxt are imported inside the functions that need them: `tickcast statu
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from daemon.config.settings import Settings
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
 
 
 def open_store(url: str, now_ms: int, *, read_only: bool = False, durable: bool = True,
-               busy_timeout_ms: int | None = None,
-               statement_timeout_ms: int | None = None) -> Store:
+               busy_timeout_ms: int | None = None, statement_timeout_ms: int | None = None,
+               progress: Callable[[str, int, int], None] | None = None) -> Store:
     """Open a store: check and migrate it; or, `read_only` (commands that only read:
     status, report, replay --from-db), check that it exists and has this code's schema and
     write nothing at all: no file is created, no migration runs (an older store is refused,
@@ -38,18 +39,38 @@ def open_store(url: str, now_ms: int, *, read_only: bool = False, durable: bool 
         if read_only:
             store.open_read_only()
         else:
-            store.open(now_ms, on_migration_step=crashpoints.hook("mid-migration"))
+            store.open(now_ms, on_migration_step=crashpoints.hook("mid-migration"),
+                       progress=progress or migration_progress())
     except BaseException:
         store.close()
         raise
     return store
 
 
-def open_configured_store(cfg: Settings, now_ms: int, *, read_only: bool = False) -> Store:
+def migration_progress() -> Callable[[str, int, int], None]:
+    """A long migration step's progress: a bar on a terminal, log lines otherwise (filling
+    the accuracy sums of a year of minutes takes minutes, once)."""
+    from daemon.core.progress import Progress
+
+    bars: dict[str, Progress] = {}
+
+    def update(what: str, done: int, total: int) -> None:
+        bar = bars.get(what)
+        if bar is None:
+            bar = bars[what] = Progress(f"upgrading the store: {what}", total, unit=" days")
+        bar.update(done)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def open_configured_store(cfg: Settings, now_ms: int, *, read_only: bool = False,
+                          progress: Callable[[str, int, int], None] | None = None) -> Store:
     """The store `storage.url` names, with the configured busy and statement timeouts."""
     return open_store(cfg.storage.url, now_ms, read_only=read_only,
                       busy_timeout_ms=cfg.storage.busy_timeout_ms,
-                      statement_timeout_ms=cfg.storage.statement_timeout_ms)
+                      statement_timeout_ms=cfg.storage.statement_timeout_ms, progress=progress)
 
 
 def make_source(cfg: Settings, *, stop: threading.Event | None = None,

@@ -4,7 +4,7 @@ Imports nothing from the rest of the project (ARCHITECTURE.md; an import-linter 
 in pyproject.toml checks it).
 """
 
-from . import candles, checkpoints, dialect, forecasts, migrations, runs, schema, views
+from . import accuracy, candles, checkpoints, dialect, forecasts, migrations, runs, schema, views
 from .errors import (
     SchemaTooNew,
     SchemaTooOld,
@@ -29,6 +29,7 @@ __all__ = [
     "StoreConfigError",
     "StoreCorrupt",
     "StoreUnavailable",
+    "accuracy",
     "candles",
     "checkpoints",
     "dialect",

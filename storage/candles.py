@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import BigInteger, and_, bindparam, func, select, tuple_
 from sqlalchemy.engine import Connection
 
 from .dialect import (
@@ -127,10 +127,28 @@ def count(
     return int(conn.execute(q).scalar() or 0)
 
 
+_KEY = (candles.c.exchange, candles.c.symbol, candles.c.timeframe, candles.c.ts)
+_FIRST_SERIES = select(*_KEY[:3]).order_by(*_KEY).limit(1)
+_NEXT_SERIES = (select(*_KEY[:3])
+                .where(tuple_(*_KEY) > tuple_(bindparam("e"), bindparam("s"), bindparam("t"),
+                                              bindparam("ts", type_=BigInteger)))
+                .order_by(*_KEY).limit(1))
+_TS_MAX = 2**63 - 1
+
+
 def series(conn: Connection) -> list[tuple[str, str, str]]:
-    """Every (exchange, symbol, timeframe) that has candles."""
-    q = select(candles.c.exchange, candles.c.symbol, candles.c.timeframe).distinct()
-    return [(r[0], r[1], r[2]) for r in conn.execute(q.order_by(*q.selected_columns))]
+    """Every (exchange, symbol, timeframe) that has candles, in order.
+
+    One primary-key seek per series (past the last candle of the one before), not a walk
+    over every candle: a plain DISTINCT read the whole table (0.07 s a year of minutes,
+    on every `status`)."""
+    out: list[tuple[str, str, str]] = []
+    row = conn.execute(_FIRST_SERIES).first()
+    while row is not None:
+        out.append((row[0], row[1], row[2]))
+        row = conn.execute(_NEXT_SERIES, {"e": row[0], "s": row[1], "t": row[2],
+                                          "ts": _TS_MAX}).first()
+    return out
 
 
 def range_rows(

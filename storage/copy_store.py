@@ -20,7 +20,15 @@ from sqlalchemy.engine import Connection
 
 from . import dialect
 from .migrations import current_version
-from .schema import candles, checkpoints, empty_candles, forecasts, store_meta, training_runs
+from .schema import (
+    accuracy_daily,
+    candles,
+    checkpoints,
+    empty_candles,
+    forecasts,
+    store_meta,
+    training_runs,
+)
 from .store import Store
 
 # What `snapshot` yields: one read transaction on the source (a name for the commands, which
@@ -28,8 +36,10 @@ from .store import Store
 Snapshot = Connection
 
 # In this order; no foreign keys between them.
+# The accuracy sums are copied as they are (they hold the history of rows a retention
+# deleted), not recomputed in the target.
 TABLES: tuple[Table, ...] = (candles, empty_candles, forecasts, training_runs, checkpoints,
-                             store_meta)
+                             store_meta, accuracy_daily)
 BATCH_ROWS = 20_000
 # Checkpoints are a few hundred kB each: small batches keep memory and transactions small.
 _BATCH = {"checkpoints": 8}

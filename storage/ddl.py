@@ -237,3 +237,41 @@ _V3_POSTGRESQL = [
 ]
 
 V3 = {SQLITE: _V3_SQLITE, POSTGRESQL: _V3_POSTGRESQL}
+
+
+def _v4(float_type: str, without_rowid: str) -> list[str]:
+    return [
+        f"""CREATE TABLE forecast_accuracy_daily (
+    model VARCHAR(32) NOT NULL,
+    exchange VARCHAR(32) NOT NULL,
+    symbol VARCHAR(32) NOT NULL,
+    timeframe VARCHAR(8) NOT NULL,
+    horizon INTEGER NOT NULL,
+    day_ts BIGINT NOT NULL,
+    n BIGINT NOT NULL,
+    sum_abs_error {float_type} NOT NULL,
+    sum_sq_error {float_type} NOT NULL,
+    sum_abs_pct_error {float_type} NOT NULL,
+    sum_error {float_type} NOT NULL,
+    n_banded BIGINT NOT NULL,
+    n_in_band BIGINT NOT NULL,
+    sum_interval_score {float_type} NOT NULL,
+    n_paired BIGINT NOT NULL,
+    sum_abs_error_paired {float_type} NOT NULL,
+    sum_abs_error_naive {float_type} NOT NULL,
+    n_band_paired BIGINT NOT NULL,
+    sum_interval_score_paired {float_type} NOT NULL,
+    sum_interval_score_naive {float_type} NOT NULL,
+    first_issued_ts BIGINT NOT NULL,
+    last_issued_ts BIGINT NOT NULL,
+    CONSTRAINT forecast_accuracy_daily_pk
+        PRIMARY KEY (model, exchange, symbol, timeframe, horizon, day_ts)
+){without_rowid}""",
+        "CREATE INDEX forecasts_waiting ON forecasts (model, symbol, target_ts) "
+        "WHERE actual IS NULL",
+    ]
+
+
+# Version 4: the daily accuracy sums and the index of waiting forecasts (the view and the
+# sums' first fill are the step's code, storage/migrations.py).
+V4 = {SQLITE: _v4("FLOAT", " WITHOUT ROWID"), POSTGRESQL: _v4("DOUBLE PRECISION", "")}

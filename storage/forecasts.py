@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Update, func, select, text, update
+from sqlalchemy import Update, delete, func, select, update
 from sqlalchemy.engine import Connection
 
+from . import accuracy as sums
 from .dialect import insert_ignore_rows, opaque_to_planner
 from .schema import candles, forecasts
-from .views import accuracy_sql
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ def insert_by_model(conn: Connection, rows: Sequence[ForecastRow]) -> dict[str, 
 
 def score(conn: Connection, now_ms: int, timeframe: str | None = None,
           step_ms: int | None = None, *, exchange: str | None = None) -> int:
-    """Fill actual, error and scored_at of every forecast whose target candle is stored.
+    """Fill actual, error and scored_at of every forecast whose target candle is stored,
+    and add them to the accuracy sums in the same transaction (storage/accuracy.py).
 
     One correlated UPDATE, portable SQL: the target candle is looked up by the
     forecast's own exchange, symbol, timeframe and target_ts. With `timeframe` and
@@ -55,28 +56,35 @@ def score(conn: Connection, now_ms: int, timeframe: str | None = None,
     a clock set back) is scored exactly as time reaches them. With `exchange`, only that
     exchange's forecasts: daemons of several exchanges sharing a store each score their own.
     """
-    stmt = _score_stmt(conn, now_ms, timeframe, step_ms, exchange)
-    return max(conn.execute(stmt).rowcount or 0, 0)
+    return len(_score(conn, _score_stmt(conn, now_ms, timeframe, step_ms, exchange)))
 
 
 def score_by_model(conn: Connection, now_ms: int, timeframe: str | None = None,
                    step_ms: int | None = None, *,
                    exchange: str | None = None) -> dict[str, int]:
-    """:func:`score`, saying how many forecasts of each model it scored (for metrics).
+    """:func:`score`, saying how many forecasts of each model it scored (for metrics)."""
+    rows = _score(conn, _score_stmt(conn, now_ms, timeframe, step_ms, exchange))
+    return dict(Counter(str(r[1]) for r in rows))
 
-    The same UPDATE with RETURNING where the back-end has it (PostgreSQL, SQLite 3.35+);
-    elsewhere the rows are counted first in the same write transaction, which holds
-    SQLite's write lock, so the count is the UPDATE's.
-    """
-    stmt = _score_stmt(conn, now_ms, timeframe, step_ms, exchange)
+
+def _score(conn: Connection, stmt: Update) -> list[tuple[Any, ...]]:
+    """Run the scoring UPDATE and add what it scored to the accuracy sums; returns those
+    rows (accuracy.SCORED_COLUMNS). The UPDATE names them with RETURNING where the
+    back-end has it (PostgreSQL, SQLite 3.35+); elsewhere their ids are read first in the
+    same write transaction, which holds SQLite's write lock, so they are the UPDATE's."""
     if conn.dialect.update_returning:
-        return dict(Counter(conn.execute(stmt.returning(forecasts.c.model)).scalars()))
-    where = stmt.whereclause
-    assert where is not None
-    q = select(forecasts.c.model, func.count()).where(where).group_by(forecasts.c.model)
-    counts = {str(m): int(n) for m, n in conn.execute(q)}
-    conn.execute(stmt)
-    return counts
+        rows = [tuple(r) for r in conn.execute(stmt.returning(*sums.SCORED_COLUMNS))]
+    else:
+        where = stmt.whereclause
+        assert where is not None
+        ids = list(conn.execute(select(forecasts.c.id).where(where)).scalars())
+        conn.execute(stmt)
+        rows = []
+        for i in range(0, len(ids), 500):
+            rows += [tuple(r) for r in conn.execute(
+                select(*sums.SCORED_COLUMNS).where(forecasts.c.id.in_(ids[i:i + 500])))]
+    sums.add_scored(conn, rows)
+    return rows
 
 
 def _score_stmt(conn: Connection, now_ms: int, timeframe: str | None,
@@ -134,9 +142,31 @@ def recent_mae(conn: Connection, since_ms: int) -> list[dict[str, object]]:
     return [dict(r._mapping) for r in conn.execute(q)]
 
 
-def accuracy(conn: Connection, since: int | None = None) -> list[dict[str, Any]]:
-    """Rows of the forecast_accuracy view, or of the same SQL over forecasts issued since a
-    time: `tickcast report --since` and the view can never disagree."""
-    sql = accuracy_sql(since_param="since" if since is not None else None)
-    res = conn.execute(text(sql), {"since": since} if since is not None else {})
-    return [dict(r._mapping) for r in res]
+def accuracy(conn: Connection, since: int | None = None, *,
+             horizon: int | None = None) -> list[dict[str, Any]]:
+    """Rows of the forecast_accuracy view, or the same numbers over forecasts issued since
+    a time (the rows of the partial first day plus the daily sums after it; `horizon`:
+    of one horizon): `tickcast report --since` and the view can never disagree."""
+    return sums.read(conn, since, horizon=horizon)
+
+
+def delete_scored(conn: Connection, exchange: str, timeframe: str, before: int, *,
+                  after: int | None = None, limit: int = 5000) -> tuple[int, int | None]:
+    """Delete up to `limit` scored forecasts of one exchange and timeframe issued before
+    `before` (and at or after `after`), oldest first; returns (rows deleted, the newest
+    issue time deleted: where the next batch starts). Unscored rows stay. The accuracy
+    sums are left alone: they keep the history (storage.keep_forecast_rows_days)."""
+    f = forecasts.c
+    q = (select(f.id, f.issued_ts)
+         .where(f.exchange == exchange, f.timeframe == timeframe, f.issued_ts < before,
+                f.actual.is_not(None))
+         .order_by(f.issued_ts).limit(limit))
+    if after is not None:
+        q = q.where(f.issued_ts >= after)
+    found = conn.execute(q).all()
+    if not found:
+        return 0, after
+    ids = [int(r[0]) for r in found]
+    for i in range(0, len(ids), 500):
+        conn.execute(delete(forecasts).where(f.id.in_(ids[i:i + 500])))
+    return len(ids), int(found[-1][1])

@@ -24,12 +24,12 @@ from pathlib import Path
 from sqlalchemy import Engine, func, insert, inspect, select
 from sqlalchemy.engine import Connection
 
-from . import ddl
+from . import accuracy, ddl
 from .dialect import POSTGRESQL, SQLITE, migration_lock
 from .dialect import name as dialect_name
 from .errors import SchemaTooNew, SchemaTooOld, StoreConfigError
 from .schema import checkpoints, schema_version, training_runs
-from .views import accuracy_sql, forecast_errors_sql
+from .views import accuracy_from_rows_sql, accuracy_sql, forecast_errors_sql
 
 log = logging.getLogger("tickcast.storage")
 
@@ -50,12 +50,20 @@ def _kind(conn: Connection) -> str:
     return kind
 
 
-def _create_views(conn: Connection) -> None:
+# Progress of a long step: (what, done, total); the caller's, else log lines.
+Progress = Callable[[str, int, int], None]
+PROGRESS_KEY = "tickcast_migration_progress"  # where migrate() leaves it in conn.info
+
+
+def _create_views(conn: Connection, accuracy_view: str | None = None) -> None:
+    """Both views; forecast_accuracy as of schema version 3 (from every row) unless
+    `accuracy_view` is given."""
     kind = _kind(conn)
     conn.exec_driver_sql("DROP VIEW IF EXISTS forecast_errors")
     conn.exec_driver_sql("DROP VIEW IF EXISTS forecast_accuracy")
     conn.exec_driver_sql(f"CREATE VIEW forecast_errors AS {forecast_errors_sql(kind)}")
-    conn.exec_driver_sql(f"CREATE VIEW forecast_accuracy AS {accuracy_sql()}")
+    conn.exec_driver_sql(
+        f"CREATE VIEW forecast_accuracy AS {accuracy_view or accuracy_from_rows_sql()}")
 
 
 def _v1(conn: Connection) -> None:
@@ -104,6 +112,18 @@ def _import_checkpoint_files(conn: Connection) -> None:
 
 
 def _v4(conn: Connection) -> None:
+    """The daily accuracy sums, filled from every scored row once (a week of issue times a
+    statement, with progress), forecast_accuracy reading them, the index of waiting
+    forecasts. Self-contained: the sums' DDL is frozen in ddl.V4."""
+    for statement in ddl.V4[_kind(conn)]:
+        conn.exec_driver_sql(statement)
+    progress: Progress | None = conn.info.get(PROGRESS_KEY)
+    accuracy.fill(conn, None if progress is None else (
+        lambda done, total: progress("accuracy sums", done, total)))
+    _create_views(conn, accuracy_sql())
+
+
+def _v5(conn: Connection) -> None:
     # Same text on both back-ends: TEXT is TEXT.
     conn.exec_driver_sql("ALTER TABLE training_runs ADD COLUMN evidence TEXT")
 
@@ -113,7 +133,9 @@ MIGRATIONS: list[Migration] = [
     Migration(1, "candles, empty_candles, forecasts, training_runs, views", _v1),
     Migration(2, "index forecasts by target time (recent-error queries)", _v2),
     Migration(3, "checkpoints in the store; interval score and skill in forecast_accuracy", _v3),
-    Migration(4, "training_runs.evidence: why each retrain moved the median or kept it", _v4),
+    Migration(4, "daily accuracy sums kept by scoring; forecast_accuracy reads them; index of "
+                 "waiting forecasts", _v4),
+    Migration(5, "training_runs.evidence: why each retrain moved the median or kept it", _v5),
 ]
 LATEST = MIGRATIONS[-1].version
 
@@ -148,11 +170,13 @@ def _too_new(found: int) -> str:
 
 
 def migrate(engine: Engine, *, now_ms: int, target: int | None = None,
-            on_step: Callable[[int], None] | None = None) -> int:
+            on_step: Callable[[int], None] | None = None,
+            progress: Progress | None = None) -> int:
     """Bring the store to LATEST (or `target`); returns its version. Raises SchemaTooNew.
 
     `on_step(version)` runs inside each step's transaction after its DDL, before the
-    commit (crash-point tests use it).
+    commit (crash-point tests use it). `progress(what, done, total)` hears how a long step
+    (filling the accuracy sums from a big store) advances.
     """
     target = LATEST if target is None else target
     with engine.connect() as conn:
@@ -169,7 +193,11 @@ def migrate(engine: Engine, *, now_ms: int, target: int | None = None,
             if current_version(conn) >= step.version:
                 continue
             log.info("migrating store to schema version %d: %s", step.version, step.description)
-            step.apply(conn)
+            conn.info[PROGRESS_KEY] = progress
+            try:
+                step.apply(conn)
+            finally:
+                conn.info.pop(PROGRESS_KEY, None)
             conn.execute(
                 insert(schema_version).values(
                     version=step.version, applied_at=now_ms, description=step.description

@@ -122,6 +122,16 @@ Index(
 )
 Index("forecasts_issued", forecasts.c.issued_ts)
 Index("forecasts_target", forecasts.c.target_ts)  # schema version 2
+# Schema version 4: README query 6 (forecasts waiting for their actual, per model and
+# symbol) reads this small covering index of the unscored rows, never the table.
+Index(
+    "forecasts_waiting",
+    forecasts.c.model,
+    forecasts.c.symbol,
+    forecasts.c.target_ts,
+    sqlite_where=forecasts.c.actual.is_(None),
+    postgresql_where=forecasts.c.actual.is_(None),
+)
 
 training_runs = Table(
     "training_runs",
@@ -147,7 +157,7 @@ training_runs = Table(
     Column("wall_seconds", Float),
     Column("checkpoint", Text),
     # JSON: what decided the model's median (per symbol and horizon: gain, standard error,
-    # n, threshold, moved) or, for linear, its penalties and coefficients (schema 4).
+    # n, threshold, moved) or, for linear, its penalties and coefficients (schema 5).
     Column("evidence", Text),
     CheckConstraint(
         "status IN ('running', 'accepted', 'rejected', 'failed')", name="training_runs_status"
@@ -169,6 +179,43 @@ checkpoints = Table(
     Column("format_version", Integer, nullable=False),
     Column("data", LargeBinary, nullable=False),
     UniqueConstraint("model", "exchange", "timeframe", "model_version", name="checkpoints_key"),
+)
+
+# Schema version 4: running sums of the scored forecasts per model, exchange, symbol,
+# timeframe, horizon and UTC day of issue time (`day_ts`: that day's 00:00, epoch ms),
+# updated by the scoring transaction itself (storage/accuracy.py). forecast_accuracy reads
+# them instead of rescanning every row; they keep their history when old rows are deleted
+# (storage.keep_forecast_rows_days). `*_paired` / `*_naive`: over the rows whose naive twin
+# (same exchange, symbol, timeframe, issue time and horizon) is scored, as MASE and
+# interval skill divide; `n_band_paired`: those where both have a band.
+accuracy_daily = Table(
+    "forecast_accuracy_daily",
+    metadata,
+    Column("model", String(32), nullable=False),
+    Column("exchange", String(32), nullable=False),
+    Column("symbol", String(32), nullable=False),
+    Column("timeframe", String(8), nullable=False),
+    Column("horizon", Integer, nullable=False),
+    Column("day_ts", BigInteger, nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Column("sum_abs_error", Float, nullable=False),
+    Column("sum_sq_error", Float, nullable=False),
+    Column("sum_abs_pct_error", Float, nullable=False),
+    Column("sum_error", Float, nullable=False),
+    Column("n_banded", BigInteger, nullable=False),
+    Column("n_in_band", BigInteger, nullable=False),
+    Column("sum_interval_score", Float, nullable=False),
+    Column("n_paired", BigInteger, nullable=False),
+    Column("sum_abs_error_paired", Float, nullable=False),
+    Column("sum_abs_error_naive", Float, nullable=False),
+    Column("n_band_paired", BigInteger, nullable=False),
+    Column("sum_interval_score_paired", Float, nullable=False),
+    Column("sum_interval_score_naive", Float, nullable=False),
+    Column("first_issued_ts", BigInteger, nullable=False),
+    Column("last_issued_ts", BigInteger, nullable=False),
+    PrimaryKeyConstraint("model", "exchange", "symbol", "timeframe", "horizon", "day_ts",
+                         name="forecast_accuracy_daily_pk"),
+    sqlite_with_rowid=False,
 )
 
 # Small key/value facts about the store itself (who created it, replay inputs).

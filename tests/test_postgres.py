@@ -399,11 +399,11 @@ def test_readme_queries_and_views_give_the_same_results_on_both(
     assert seq and all(r["interval_score"] > 0 and r["interval_skill"] > 0 for r in seq)
     assert all(isinstance(r["coverage"], float) for r in acc if r["coverage"] is not None)
     assert any(r["coverage"] is None for r in acc)  # drift at h=15 has no band
-    # `tickcast report --since` renders the same SQL with a bound parameter.
+    # `tickcast report --since`: the rows of the partial first day plus the daily sums.
     since = T + 60 * STEP
-    sql = views.accuracy_sql(since_param="since") + (
-        " ORDER BY f.model, f.exchange, f.symbol, f.timeframe, f.horizon")
-    _same(run(lite, sql, {"since": since}), run(pg, sql, {"since": since}), "report --since")
+    sql = views.accuracy_since_sql() + " ORDER BY model, exchange, symbol, timeframe, horizon"
+    p = {"since": since, "day": since - since % 86_400_000 + 86_400_000}
+    _same(run(lite, sql, p), run(pg, sql, p), "report --since")
 
 
 # -- the COPY path ----------------------------------------------------------------------------------

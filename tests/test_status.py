@@ -110,3 +110,26 @@ def test_status_imports_no_torch_ccxt_numpy_or_pandas(small_store: Path) -> None
                        timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "0 []"
+
+
+def test_no_command_runs_the_integrity_check_unless_asked(
+        small_store: Path, cli: Any, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Opening a store reads nothing proportional to it (PRAGMA quick_check took 11.7 s on
+    a year of minutes at every start and import): `status --check` is the explicit check,
+    and a failed one exits 74 naming it."""
+    from storage import dialect
+
+    calls: list[int] = []
+    monkeypatch.setattr(dialect, "quick_check", lambda conn: calls.append(1) or [])
+    assert cli("--db", str(small_store), "import", str(HOURLY["BTC/EUR"])) == 0
+    assert cli("--db", str(small_store), "status") == 0
+    assert calls == []
+    capsys.readouterr()
+    assert cli("--db", str(small_store), "status", "--check") == 0
+    assert calls == [1] and "integrity check: ok" in capsys.readouterr().out
+    assert cli("--db", str(small_store), "status", "--check", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["integrity"] == {"ok": True, "problems": []}
+    monkeypatch.setattr(dialect, "quick_check", lambda conn: ["Page 7: btreeInitPage() error 11"])
+    assert cli("--db", str(small_store), "status", "--check") == 74
+    assert "failed its integrity check: Page 7" in caplog.text

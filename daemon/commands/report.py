@@ -15,6 +15,7 @@ from daemon.core import errors
 from daemon.core.clock import iso
 from daemon.core.timeframes import to_ms
 from storage import Store, forecasts, reports
+from storage import accuracy as sums
 
 log = logging.getLogger("tickcast.commands")
 
@@ -22,7 +23,8 @@ MODEL_ORDER = {"seq2seq": 0, "naive": 1, "drift": 2}
 
 
 def accuracy(store: Store, since: int | None = None) -> list[dict[str, Any]]:
-    """Rows of forecast_accuracy, optionally for forecasts issued since a time."""
+    """Rows of forecast_accuracy, optionally for forecasts issued since a time (from the
+    daily sums, plus the rows of a partial first day)."""
     with store.read("accuracy") as conn:
         rows = forecasts.accuracy(conn, since)
     rows.sort(key=lambda r: (r["exchange"], r["symbol"], r["timeframe"], r["horizon"],
@@ -122,6 +124,24 @@ def _groups(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[Any, list
     return out
 
 
+def rows_kept(store: Store) -> dict[str, Any]:
+    """From when forecast rows exist, beside from when the accuracy sums count: they differ
+    once storage.keep_forecast_rows_days deleted old rows (the sums keep them)."""
+    with store.read("stored range") as conn:
+        rows, counted = sums.rows_from(conn), sums.sums_from(conn)
+    return {"forecast_rows_from": iso(rows) if rows is not None else None,
+            "forecast_rows_from_ms": rows,
+            "rows_deleted_before": rows is not None and counted is not None and counted < rows}
+
+
+def describe_kept(kept: dict[str, Any]) -> str:
+    """One line when old rows were deleted, else ''."""
+    if not kept["rows_deleted_before"]:
+        return ""
+    return (f"forecast rows exist from {kept['forecast_rows_from']} on (older ones were deleted,"
+            " storage.keep_forecast_rows_days); the accuracy above still counts them")
+
+
 def describe_range(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
@@ -139,17 +159,20 @@ def report_command(cfg: Settings, since: int | None, plot_path: str | None,
     store = wiring.open_configured_store(cfg, 0, read_only=True)
     try:
         rows = accuracy(store, since)
+        kept = rows_kept(store)
         if plot_path:
             plot(store, Path(plot_path), since, rows)
     finally:
         store.close()
     if as_json:
-        print(json.dumps({"since": iso(since) if since is not None else None, "rows": rows},
-                         indent=2))
+        print(json.dumps({"since": iso(since) if since is not None else None, "rows": rows,
+                          **kept}, indent=2))
     else:
         print(table(rows))
         if rows:
             print(describe_range(rows))
+        if describe_kept(kept):
+            print(describe_kept(kept))
         if plot_path:
             print(f"plot written to {plot_path}")
     return errors.EXIT_OK

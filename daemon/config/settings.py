@@ -38,6 +38,9 @@ KEYS: list[Key] = [
         doc="PostgreSQL: longest statement before it is cancelled; 0: the server's own"),
     Key("storage", "busy_timeout_ms", int, 10000, v.positive,
         doc="how long a write waits for another process's lock"),
+    Key("storage", "keep_forecast_rows_days", int, 0, v.nonneg,
+        doc="delete scored forecasts issued more than this many days ago (hourly, in small "
+            "batches; the accuracy sums keep their history); 0: keep every row"),
     Key("model", "horizons", list, [1, 5, 15, 30, 60], v.horizons, int),
     Key("model", "lookback", int, 240, v.at_least(8)),
     Key("model", "train_window", int, 20160, v.positive),
@@ -104,6 +107,7 @@ class StorageSettings:
     url: str
     statement_timeout_ms: int
     busy_timeout_ms: int
+    keep_forecast_rows_days: int
 
 
 @dataclass(frozen=True)

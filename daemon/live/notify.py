@@ -56,6 +56,11 @@ class Notifier:
     def status(self, text: str) -> None:
         self.send(f"STATUS={text}")
 
+    def extend_start(self, seconds: float, status: str) -> None:
+        """Still starting (a long store upgrade): systemd's start timeout moves to
+        `seconds` from now instead of killing a start-up that is making progress."""
+        self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}\nSTATUS={status}")
+
     def watchdog(self) -> None:
         self.send("WATCHDOG=1")
 

@@ -27,6 +27,7 @@ from daemon.core.clock import Clock, wall_now, wall_offset_s
 log = logging.getLogger("tickcast.live")
 
 STEP_THRESHOLD_S = 1.0  # smaller differences are scheduling jitter, not a step
+RETENTION_EVERY_S = 3600.0  # storage.keep_forecast_rows_days: daemon seconds between passes
 
 
 class ClockStepWatcher(threading.Thread):
@@ -63,7 +64,8 @@ class DaemonSchedule:
     def __init__(self, *, clock: Clock, speed: float, step_ms: int, poll_delay_s: float,
                  tick: Callable[[], None], heartbeat: Callable[[], None],
                  heartbeat_minutes: int, watchdog: Callable[[], None] | None = None,
-                 watchdog_every_s: float | None = None) -> None:
+                 watchdog_every_s: float | None = None,
+                 retention: Callable[[], None] | None = None) -> None:
         self.clock = clock
         self.speed = speed
         self.step_ms = step_ms
@@ -73,7 +75,9 @@ class DaemonSchedule:
         self.stopped = threading.Event()
         self.scheduler = BlockingScheduler(
             timezone=UTC,
-            executors={"default": APThreadPool(2)},
+            # "maintenance": old-row retention, on a thread of its own so it never takes
+            # the worker a tick or the watchdog needs.
+            executors={"default": APThreadPool(2), "maintenance": APThreadPool(1)},
             # coalesce: a backlog of missed ticks runs once (ingestion resumes from the
             # store, so nothing is lost); max_instances: never two ticks at once;
             # misfire_grace_time None: a late tick still runs, it is never dropped.
@@ -89,6 +93,12 @@ class DaemonSchedule:
         self.scheduler.add_job(heartbeat, IntervalTrigger(
             minutes=heartbeat_minutes, start_date=now + timedelta(minutes=heartbeat_minutes),
             timezone=UTC), id="heartbeat")
+        if retention is not None:
+            # Every hour of the daemon's clock, the first one tick period after start.
+            every_s = RETENTION_EVERY_S / self.speed
+            self.scheduler.add_job(retention, IntervalTrigger(
+                seconds=every_s, start_date=now + timedelta(seconds=self.tick_interval_s),
+                timezone=UTC), id="retention", executor="maintenance")
         # Notices a step within this long: well inside the watchdog's and a tick's period.
         self.watcher = ClockStepWatcher(every_s=min(5.0, max(0.5, self.tick_interval_s)),
                                         on_step=self.realign, stop=self.stopped)

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from daemon.core import errors
 from daemon.core.clock import Clock, ScaledClock, from_spec
 from daemon.live.health import Health
 from daemon.live.notify import Notifier
+from daemon.live.retention import Retention
 from daemon.live.scheduling import DaemonSchedule
 from daemon.live.ticker import TickLoop
 from daemon.live.training import BackgroundTrainer
@@ -38,6 +40,7 @@ log = logging.getLogger("tickcast.live")
 
 STOP_GRACE_S = 7.0  # SIGTERM to exit, leaving systemd's 10 s margin
 TRAINING_GRACE_S = 2.0  # for a training step in flight to notice the stop
+UPGRADE_STEP_GRACE_S = 60.0  # start timeout granted per step of a store upgrade
 
 
 class Daemon:
@@ -66,7 +69,8 @@ class Daemon:
         self.lock: dialect.WriterLock | None = dialect.acquire_writer_lock(
             cfg.storage.url, self.series.exchange, self.series.timeframe)
         try:
-            self.store: Store = wiring.open_configured_store(cfg, self.clock.now_ms())
+            self.store: Store = wiring.open_configured_store(
+                cfg, self.clock.now_ms(), progress=upgrade_progress(self.notifier))
             self.version = self.models.load_current(self.store)
         except BaseException:
             self.lock.release()
@@ -81,11 +85,14 @@ class Daemon:
         wd = self.notifier.watchdog_s
         self.health = Health(self.ticker, self.notifier, self.store, self.models, self.series,
                              hang_limit_s=max(3 * tick_interval_s, wd or 0.0, 5.0))
+        self.retention = Retention(self.store, self.series, self.clock,
+                                   cfg.storage.keep_forecast_rows_days, self.stop)
         self.schedule = DaemonSchedule(
             clock=self.clock, speed=self.speed, step_ms=self.series.step_ms,
             poll_delay_s=cfg.daemon.poll_delay_s, tick=self.ticker.tick,
             heartbeat=self.health.heartbeat, heartbeat_minutes=cfg.daemon.heartbeat_minutes,
-            watchdog=self.health.watchdog, watchdog_every_s=wd / 2 if wd else None)
+            watchdog=self.health.watchdog, watchdog_every_s=wd / 2 if wd else None,
+            retention=self.retention.run_once if cfg.storage.keep_forecast_rows_days else None)
         self.loaded = ", ".join(f"{m} {v}" for m, v in self.version.items() if v)
         self.exporter: Any = None
         if cfg.metrics.listen:
@@ -165,6 +172,20 @@ class Daemon:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+
+def upgrade_progress(notifier: Notifier) -> Callable[[str, int, int], None]:
+    """A long store upgrade at start (filling the accuracy sums of a year of minutes takes
+    minutes, once): the terminal's bar or log lines, and systemd told it is still starting
+    (its start timeout pushed a minute ahead at every step) and how far it got."""
+    shown = wiring.migration_progress()
+
+    def update(what: str, done: int, total: int) -> None:
+        shown(what, done, total)
+        notifier.extend_start(UPGRADE_STEP_GRACE_S,
+                              f"upgrading the store: {what}, {done} of {total} days")
+
+    return update
 
 
 def run(cfg: Settings) -> int:
