@@ -60,9 +60,10 @@ def shrunk_factors(a: np.ndarray, cell: np.ndarray, group: np.ndarray,
     """Mean relative size per cell (each candle over its group's mean), shrunk toward 1.
 
     Every (group, cell) pair is one observation; the shrinkage of a cell is
-    signal / (signal + its noise), with noise = the variance of its observations / their
-    number, and signal = the spread of the cell means less the mean noise (never below 0).
-    Cells seen in fewer than two groups stay at 1.
+    signal / (signal + its noise), with noise = the variance of one observation (pooled over
+    the cells) / the cell's number of observations, and signal = the spread of the cell
+    means less the mean noise and its own sampling error (never below 0). Cells seen in
+    fewer than two groups stay at 1.
 
     >>> rng = np.random.default_rng(0)
     >>> cell = np.tile(np.arange(4), 200); group = np.repeat(np.arange(200), 4)
@@ -89,10 +90,18 @@ def shrunk_factors(a: np.ndarray, cell: np.ndarray, group: np.ndarray,
     if seen.sum() < 2:
         return np.ones(n_cells)
     mean = np.where(seen, s1 / np.maximum(n, 1), 1.0)
-    var = np.where(seen, np.maximum(s2 - n * mean ** 2, 0.0) / np.maximum(n - 1, 1), 0.0)
-    noise = var / np.maximum(n, 1)
+    # The spread of one observation around its cell's mean, pooled over the cells: a cell
+    # seen on two days alone cannot say how noisy it is.
+    within = np.where(seen, np.maximum(s2 - n * mean ** 2, 0.0), 0.0).sum()
+    spread = within / max(float((n[seen] - 1).sum()), 1.0)
+    noise = spread / np.maximum(n, 1)
     centre = mean[seen].mean()
-    signal = max(float(np.mean((mean[seen] - centre) ** 2) - noise[seen].mean()), 0.0)
+    # Without any effect the spread of k cell means is about the noise, give or take
+    # sqrt(2 / (k - 1)) of it: only what stands out beyond that counts as signal,
+    # so pure noise (a series without a calendar) gives a flat profile.
+    k = int(seen.sum())
+    margin = 1 + np.sqrt(2 / (k - 1))
+    signal = max(float(np.mean((mean[seen] - centre) ** 2) - margin * noise[seen].mean()), 0.0)
     keep_dev = np.where(seen, signal / (signal + noise + 1e-300), 0.0)
     return 1 + keep_dev * (mean / centre - 1)
 
