@@ -27,7 +27,9 @@ Beside it, at the same issue times and per symbol, the baselines' RiskMetrics ba
 against that function on sampled rows) for λ ∈ {0.94, 0.97, 0.99, 0.995}. Printed per symbol
 and pooled (both symbols' rows together), per horizon: the mean 80 % interval score in price
 units, the coverage, and the prior's score over the best λ's (chosen with hindsight, per
-horizon). The last line is one JSON object.
+horizon). The last line is one JSON object, with the mean cost of a fit and of one
+`scales_last` (numpy's BLAS threads fight over a busy 2-core box: `OPENBLAS_NUM_THREADS=1`
+gives steadier timings).
 """
 
 from __future__ import annotations
