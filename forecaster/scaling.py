@@ -65,17 +65,19 @@ class Normaliser:
 
     def scales(self, h: History, ends: np.ndarray, horizon: int) -> Scales:
         """Issue-time scales for windows ending at rows `ends` of `h` (from rows <= end)."""
-        fast, slow = self.prior.levels(h)
-        return self._scales(fast[ends], slow[ends], h.ts[ends], horizon)
+        fast, slow, now = self.prior.states(h)
+        return self._scales(fast[ends], slow[ends], now[ends], h.ts[ends], horizon)
 
     def scales_last(self, h: History, horizon: int) -> Scales:
         """`scales` for one window ending at the last row, computed in O(n)."""
-        fast, slow = self.prior.levels_last(h)
-        return self._scales(fast[None], slow[None], h.ts[-1:], horizon)
+        fast, slow, now = self.prior.states_last(h)
+        return self._scales(fast[None], slow[None], now[None], h.ts[-1:], horizon)
 
-    def _scales(self, fast: np.ndarray, slow: np.ndarray, ts_end: np.ndarray,
-                horizon: int) -> Scales:
-        var = self.prior.path(fast, slow, ts_end, horizon)
+    def _scales(self, fast: np.ndarray, slow: np.ndarray, now: np.ndarray,
+                ts_end: np.ndarray, horizon: int) -> Scales:
+        # The one-step volatility and the path start from `now`, the prior's best forecast
+        # of the next candle; `regime` stays log(fast / slow), how hot volatility is.
+        var = self.prior.path(fast, slow, ts_end, horizon, now)
         sd = np.sqrt(var)
         with np.errstate(divide="ignore", invalid="ignore"):
             regime = np.clip(np.log(fast / slow), -REGIME_CLIP, REGIME_CLIP)
