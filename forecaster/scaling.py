@@ -16,12 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import windows
+from .band import COVERAGE, Z80
 from .base import History
-from .volatility import Z80, VolPrior
+from .volatility import VolPrior
+from .volfit import fit_prior
 
 CLIP = 8.0  # normalised inputs beyond this are clipped: one crash candle must not dominate
 REGIME_CLIP = 3.0  # |log(fast / slow)| beyond this is clipped
-COVERAGE = 0.8
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Normaliser:
         mean = np.where(np.isfinite(mean), mean, 0.0)
         std = np.where(np.isfinite(std) & (std > 1e-9), std, 1.0)
         n_s = len(h.symbols)
-        norm = cls(VolPrior.fit(h, horizon), mean, std, n_s, np.full((horizon, n_s), Z80))
+        norm = cls(fit_prior(h, horizon), mean, std, n_s, np.full((horizon, n_s), Z80))
         z = norm.targets(windows.targets(h.close, ends, horizon), norm.scales(h, ends, horizon))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -82,19 +83,6 @@ class Normaliser:
         with np.errstate(divide="ignore", invalid="ignore"):
             regime = np.clip(np.log(fast / slow), -REGIME_CLIP, REGIME_CLIP)
         return Scales(sd[:, 0, :], sd, np.nan_to_num(regime))
-
-    def inputs(self, rows: np.ndarray, sigma1: np.ndarray) -> np.ndarray:
-        """Normalised encoder inputs from `windows.row_features` rows.
-
-        rows: (m, L, 3S + 4); sigma1: (m, S). Returns (m, L, 3S + 4), NaN turned to 0
-        (the mean) only where the window check already allowed it (never a return).
-        """
-        s = self.n_symbols
-        out = rows.copy()
-        out[..., :s] = rows[..., :s] / sigma1[:, None, :]
-        out[..., s:2 * s] = rows[..., s:2 * s] / sigma1[:, None, :]
-        out[..., 2 * s:3 * s] = (rows[..., 2 * s:3 * s] - self.vol_mean) / self.vol_std
-        return np.nan_to_num(np.clip(out, -CLIP, CLIP), nan=0.0)
 
     def targets(self, moves: np.ndarray, scales: Scales) -> np.ndarray:
         """(m, H, S) cumulative log returns -> standardised units."""

@@ -16,27 +16,23 @@ Three steps, each on the training history only:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from .band import COVERAGE, PENALTY
 from .base import History
-from .season import calendar_profiles
-from .volatility import (
-    COVERAGE,
+from .estimators import (
     FAST_SPEEDS,
     LAM_FAST_GRID,
     LAM_SLOW_GRID,
     LEVEL_SPEED,
     PHI_GRID,
     SLOW_SEED,
-    ewma,
     mix_features,
     variance_proxy,
 )
-
-if TYPE_CHECKING:
-    from .volatility import VolPrior
+from .ewma import ewma
+from .season import calendar_profiles
+from .volatility import VolPrior
 
 MIN_MIX_ROWS = 1000  # fewer candles with a next one than this: the plain EWMA is used
 MIX_WARMUP = 200  # rows after a symbol's first value before its EWMAs are trusted as inputs
@@ -111,12 +107,13 @@ def fit_mix(xd: np.ndarray, feats_all: np.ndarray) -> np.ndarray | None:
     return mix
 
 
-def fit_prior(cls: type[VolPrior], h: History, horizon: int, *, range_weight: float,
-              max_windows: int) -> VolPrior:
-    """`VolPrior.fit`: see the module doc."""
+def fit_prior(h: History, horizon: int, *, range_weight: float = 0.5,
+              max_windows: int = 600) -> VolPrior:
+    """Estimate the calendar, the speeds, the mean reversion and the next-candle mix of a
+    `VolPrior` on a training history (nothing after it): see the module doc."""
     x = variance_proxy(h, range_weight)
     profile, minute = calendar_profiles(x, h.ts, h.step_ms)
-    base = cls(0.94, 0.995, 0.95, range_weight, profile, h.step_ms, minute)
+    base = VolPrior(0.94, 0.995, 0.95, range_weight, profile, h.step_ms, minute)
     xd = base.deseasonalised(h)
     own = np.stack([ewma(xd, lam) for lam in FAST_SPEEDS])  # (K, n, S)
     feats = mix_features(own, ewma(xd, LEVEL_SPEED, seed_n=SLOW_SEED))
@@ -141,7 +138,7 @@ def fit_prior(cls: type[VolPrior], h: History, horizon: int, *, range_weight: fl
         sd = np.sqrt(cand.path(fast, slow, h.ts[ends], upto, now))
         mv = np.abs(moves[:, :upto])
         width = np.quantile(mv / sd, COVERAGE, axis=0)[None] * sd  # calibrated in-sample
-        return np.mean((2 * width + 10 * np.maximum(mv - width, 0)) / typical[None, :upto],
+        return np.mean((2 * width + PENALTY * np.maximum(mv - width, 0)) / typical[None, :upto],
                        axis=(0, 1))
 
     def score(cand: VolPrior, fast: np.ndarray, slow: np.ndarray, upto: int) -> float:

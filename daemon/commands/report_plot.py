@@ -17,7 +17,8 @@ from typing import Any
 from daemon.core.errors import UsageError
 
 MODEL_ORDER = {"seq2seq": 0, "linear": 1, "naive": 2, "drift": 3}
-COLOURS = {"seq2seq": "tab:blue", "linear": "tab:purple", "naive": "tab:orange", "drift": "tab:green"}
+COLOURS = {"seq2seq": "tab:blue", "linear": "tab:purple", "naive": "tab:orange",
+           "drift": "tab:green"}
 
 
 @dataclass

@@ -49,9 +49,10 @@ from _common import ROOT, emit
 
 from daemon.pipeline.history import fill_confirmed_empty
 from forecaster import windows
+from forecaster.band import Z80
 from forecaster.base import History
 from forecaster.scaling import Normaliser
-from forecaster.volatility import Z80, riskmetrics_sigma
+from forecaster.volatility import riskmetrics_sigma
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000

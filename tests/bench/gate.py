@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 from _common import emit
 
 from forecaster.base import Accepted, History
@@ -73,7 +74,9 @@ def main() -> None:
     ap.add_argument("--series", type=int, default=20)
     ap.add_argument("--retrains", type=int, default=4)
     ap.add_argument("--leads", type=float, nargs="*", default=[0.1, 0.3])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (small networks: 1)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     res: dict[str, Any] = {}
     for kind in [0.0, *args.leads]:
         t = time.monotonic()
