@@ -33,6 +33,10 @@ class Scales:
     path_sd: np.ndarray  # (m, H, S) expected spread of the cumulative log return
     regime: np.ndarray  # (m, S) log(fast / slow): how hot volatility is right now
 
+    def take(self, idx: np.ndarray) -> Scales:
+        """The scales of windows `idx` of this batch."""
+        return Scales(self.sigma1[idx], self.path_sd[idx], self.regime[idx])
+
 
 @dataclass(frozen=True)
 class Normaliser:

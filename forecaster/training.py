@@ -130,28 +130,44 @@ def n_steps(n_windows: int, epochs: float, batch: int, cap: int) -> int:
     return max(1, min(cap, math.ceil(epochs * n_windows / batch)))
 
 
+def draw(m: int, steps: int, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """Minibatches (steps, min(batch, m)) of window positions 0..m-1, drawn epoch by epoch:
+    each window once per pass, in a shuffled order.
+
+    >>> b = draw(10, 5, 4, np.random.default_rng(1))  # 20 draws: two whole passes
+    >>> b.shape, sorted(b.ravel().tolist()) == sorted(2 * list(range(10)))
+    ((5, 4), True)
+    """
+    size = min(batch, m)
+    out = np.empty((steps, size), dtype=np.int64)
+    order = np.zeros(0, dtype=np.int64)
+    for step in range(steps):
+        if len(order) < size:
+            order = np.concatenate([order, rng.permutation(m)])
+        out[step], order = order[:size], order[size:]
+    return out
+
+
 def fit(net: Seq2Seq, w: Windows, norm: Normaliser, *, lookback: int, steps: int, batch: int,
-        lr: float, grad_clip: float, rng: np.random.Generator,
+        lr: float, grad_clip: float, rng: np.random.Generator | None = None,
+        batches: np.ndarray | None = None,
         should_stop: Callable[[], bool] | None = None) -> Run:
-    """`steps` Adam steps on minibatches drawn epoch by epoch (each window once per pass,
-    in a shuffled order), with gradient clipping; stops at the first non-finite number."""
+    """`steps` Adam steps on minibatches (`batches`, or drawn from `rng` by `draw`), with
+    gradient clipping; stops at the first non-finite number."""
     assert w.y is not None
+    if batches is None:
+        assert rng is not None, "fit needs the minibatches or a generator to draw them"
+        batches = draw(len(w), steps, batch, rng)
     # Adam: robust to the very different gradient scales of the encoder, the head and the
     # highway; a constant rate because warm starts are short and many.
     opt = Adam(net.parameters(), lr=lr)
     net.train()
     losses: list[float] = []
-    m = len(w)
-    size = min(batch, m)
     base = torch.as_tensor(norm.base, dtype=torch.float32, device=w.rows.device)
-    order = np.zeros(0, dtype=np.int64)
     for step in range(steps):
         if should_stop is not None and should_stop():
             return Run(step, _mean(losses), stopped=True)
-        if len(order) < size:
-            order = np.concatenate([order, rng.permutation(m)])
-        take, order = order[:size], order[size:]
-        pos = torch.as_tensor(take, dtype=torch.long, device=w.rows.device)
+        pos = torch.as_tensor(batches[step], dtype=torch.long, device=w.rows.device)
         loss = pinball(net(gather(w, pos, lookback), w.fut[pos], base), w.y[pos])
         if not torch.isfinite(loss):
             return Run(step, _mean(losses), f"non-finite training loss at step {step}")

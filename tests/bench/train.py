@@ -10,7 +10,7 @@ CUDA when torch sees a GPU (same code):
 
 * learn(history) with the default budget: a first training (model.epochs = 4 passes over
   the training windows, at most model.initial_steps) and warm starts (model.retrain_epochs
-  = 1 pass, at most model.retrain_steps) on the same history: what a background retrain of
+  = 0.1 pass, at most model.retrain_steps) on the same history: what a background retrain of
   the daemon costs, everything learn does included (the prior, the tensors, the
   prequential record, validation of three candidates, the gates); issue 18's budget is
   60 s on one CPU core (`--threads 1`);
