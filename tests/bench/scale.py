@@ -254,9 +254,10 @@ class TickRig:
         from sqlalchemy import event
 
         from daemon.config import settings
-        from daemon.files.replay_data import ReplaySource, replay_input
+        from daemon.files.replay_data import replay_input
         from daemon.pipeline import tick as pipeline
         from daemon.pipeline.modelset import ModelSet
+        from daemon.sources.replay import ReplaySource
         from storage import Store, candles
 
         self.copy = work / f"tick-{name}.db"
@@ -284,7 +285,7 @@ class TickRig:
                 data[sym] = (np.asarray(ts, dtype=np.int64), ohlcv)
                 start = newest
         inp = replay_input("bitstamp", "1m", data, "scale bench")
-        self.pipe = pipeline.Pipeline(cfg, store, ReplaySource(inp), ModelSet(cfg, inp.series),
+        self.pipe = pipeline.Pipeline(cfg, store, ReplaySource(inp.series.exchange, inp.data), ModelSet(cfg, inp.series),
                                       inp.series)
         self.now = start + STEP + 2000
         self.pipe.tick(self.now)  # warm-up: loads the window (not measured)
