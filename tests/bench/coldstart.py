@@ -130,11 +130,9 @@ def part_a(df: pd.DataFrame, trials: int) -> dict[str, Any]:
 # -- part B ------------------------------------------------------------------------------
 
 def _harness() -> Any:
-    """The suite's daemon harness, wherever the current tree keeps it."""
-    try:
-        from tests.helpers.daemon import DaemonHarness  # type: ignore[import-not-found]
-    except ImportError:
-        from tests.daemon_harness import DaemonHarness
+    """The suite's daemon harness."""
+    from tests.helpers.daemon import DaemonHarness
+
     return DaemonHarness
 
 
