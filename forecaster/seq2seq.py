@@ -294,7 +294,12 @@ class Seq2SeqForecaster:
         assert val.moves is not None
         w = training.build(h, rows, val.ends.cpu().numpy(), current.norm, cfg.horizon,
                            self.device, targets=False)
-        raw = training.predict_raw(current.net, w, current.norm, cfg.lookback)
+        if current.uses_network:
+            raw = training.predict_raw(current.net, w, current.norm, cfg.lookback)
+        else:
+            # As `forecast` serves it: without the network's output, which no gate lets in
+            # (the same numbers when it is finite, and one validation pass less a retrain).
+            raw = np.zeros((len(w), cfg.horizon, len(cfg.symbols), 3))
         lo, med, hi = blend.serve(raw, blend.prior_band(current.norm, w.scales), current.alpha,
                                   current.gamma, current.widen)
         return judge.served_loss(lo, med, hi, val.moves, val.scales.path_sd)

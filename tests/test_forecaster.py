@@ -434,3 +434,41 @@ def test_without_network_weight_the_forecast_skips_the_network_and_is_identical(
     skipped = f.forecast(h, HORIZONS)
     monkeypatch.setattr(type(f.fitted), "uses_network", property(lambda self: True))
     assert f.forecast(h, HORIZONS) == skipped
+
+
+def test_a_retrain_scores_the_model_in_use_as_it_serves_without_running_an_unused_network(
+        trained: Seq2SeqForecaster, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = copy.deepcopy(trained)
+    assert f.fitted is not None
+    f.adopt(dataclasses.replace(f.fitted, alpha=np.zeros_like(f.fitted.alpha),
+                                gamma=np.zeros_like(f.fitted.gamma)))
+    in_use = f.fitted
+    assert in_use is not None and not in_use.uses_network
+    h = sine_pair(1600, noise=0.0005, seed=3)
+    real = training.predict_raw
+    ran: list[bool] = []
+    used: list[Any] = []
+
+    def watched(net: Any, *a: Any, **kw: Any) -> np.ndarray:
+        ran.append(net is used[-1])
+        return real(net, *a, **kw)
+
+    def learn_a_copy() -> Any:
+        g = copy.deepcopy(f)
+        assert g.fitted is not None
+        used.append(g.fitted.net)
+        return g.learn(h)
+
+    monkeypatch.setattr(training, "predict_raw", watched)
+    skipped = learn_a_copy()
+    unused = sum(ran)
+    monkeypatch.setattr(type(in_use), "uses_network", property(lambda self: True))
+    ran.clear()
+    run_anyway = learn_a_copy()
+    # The network in use still extends the prequential record (the gate's evidence), but
+    # scoring it on the validation slice as it serves does not run it when nothing uses it.
+    assert sum(ran) == unused + 1
+    # The same served loss either way: the gates let none of that network's output in.
+    assert skipped.stats.prev_val_loss is not None
+    assert skipped.stats.prev_val_loss == run_anyway.stats.prev_val_loss
+    assert skipped.stats.val_loss == run_anyway.stats.val_loss
