@@ -3,6 +3,7 @@
     python tests/bench/bands.py                 # the 1-minute Coinbase pair (tests/bench/data)
     python tests/bench/bands.py --hourly        # the hourly pair, default + protocol, 2019, 2020
     python tests/bench/bands.py --hourly --config protocol --period 2020   # one of them
+    python tests/bench/bands.py --hindsight     # + the band widened or narrowed with hindsight
 
 No network, no store, no torch model: the seq2seq's band whenever validation gives its network
 no band weight (nearly always) is exactly the prior's, `last × exp(±base[h] × path_sd[h])`,
@@ -27,7 +28,11 @@ Beside it, at the same issue times and per symbol, the baselines' RiskMetrics ba
 against that function on sampled rows) for λ ∈ {0.94, 0.97, 0.99, 0.995}. Printed per symbol
 and pooled (both symbols' rows together), per horizon: the mean 80 % interval score in price
 units, the coverage, and the prior's score over the best λ's (chosen with hindsight, per
-horizon). The last line is one JSON object, with the mean cost of a fit and of one
+horizon). `--hindsight` adds, pooled per horizon, the ratio and coverage of the prior's
+band with every half-width multiplied by one factor from a grid, and the best factor: a
+bound on what any recalibration of the band's width (conformal, adaptive) could gain,
+since it cannot do better than the best constant chosen knowing the outcomes, unless it
+also changes the band's shape over time. The last line is one JSON object, with the mean cost of a fit and of one
 `scales_last` (numpy's BLAS threads fight over a busy 2-core box: `OPENBLAS_NUM_THREADS=1`
 gives steadier timings).
 """
@@ -63,6 +68,7 @@ CONTEXT = 2000  # Seq2SeqConfig.context
 WARMUP_ROWS = 100  # seq2seq.WARMUP_ROWS
 MIN_WINDOWS = 64
 TARGET = 0.97
+HINDSIGHT = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4)
 MINUTE_FILES = ("coinbase_BTC-USD_1m_2023-03-01_2023-03-10.csv.gz",
                 "coinbase_BTC-EUR_1m_2023-03-01_2023-03-10.csv.gz")
 HOURLY_FILES = ("bitstamp_BTC-USD_1h_2017-11_2020-12.csv.gz",
@@ -215,7 +221,8 @@ def interval_score(lo: np.ndarray, hi: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (hi - lo) + PENALTY * np.maximum(lo - y, 0) + PENALTY * np.maximum(y - hi, 0)
 
 
-def replay(g: Grid, cfg: Config, start: int, stop: int, *, check: bool = True) -> dict[str, Any]:
+def replay(g: Grid, cfg: Config, start: int, stop: int, *, check: bool = True,
+           hindsight: bool = False) -> dict[str, Any]:
     horizon = max(cfg.horizons)
     context = min(cfg.train_window, CONTEXT)
     issued, retrains = schedule(g, start, stop, cfg.retrain_every)
@@ -259,8 +266,14 @@ def replay(g: Grid, cfg: Config, start: int, stop: int, *, check: bool = True) -
     if check:
         self_check(g, cfg, ends, sig)
     sc_ = Scored(g.filled[3][ends], actual, np.asarray(half), sig)
-    return {"table": tabulate(sc_, cfg), "issues": len(ends), "retrains": n_fit,
-            "fit_s_mean": t_fit / max(n_fit, 1), "tick_ms_mean": 1e3 * t_tick / max(len(ends), 1)}
+    out = {"table": tabulate(sc_, cfg), "issues": len(ends), "retrains": n_fit,
+           "fit_s_mean": t_fit / max(n_fit, 1), "tick_ms_mean": 1e3 * t_tick / max(len(ends), 1)}
+    if hindsight:
+        out["hindsight"] = {
+            str(f): {hz: {"ratio": r["ratio"], "cov": r["prior"]["cov"]} for hz, r in
+                     tabulate(Scored(sc_.last, actual, sc_.half * f, sig), cfg)["pooled"].items()}
+            for f in HINDSIGHT}
+    return out
 
 
 def self_check(g: Grid, cfg: Config, ends: np.ndarray, sig: dict[float, np.ndarray]) -> None:
@@ -330,6 +343,15 @@ def show(title: str, out: dict[str, Any]) -> None:
             print(f"{who:8} {hz:>3} {r['n']:6d} {r['prior']['is']:10.3f} "
                   f"{r['prior']['cov']:6.3f} {r['best_lambda']:>7} {b['is']:10.3f} "
                   f"{b['cov']:6.3f} {r['ratio']:7.4f}  {others}{flag}")
+    if "hindsight" in out:
+        hs = out["hindsight"]
+        print("pooled, every half-width × f (ratio to the best EWMA / coverage):")
+        for f, per_h in hs.items():
+            print(f"  f = {f:<4} " + "  ".join(f"h{hz} {r['ratio']:.4f}/{r['cov']:.3f}"
+                                             for hz, r in per_h.items()))
+        for hz in next(iter(hs.values())):
+            f = min(hs, key=lambda k: hs[k][hz]["ratio"])
+            print(f"  h{hz}: best f = {f}, ratio {hs[f][hz]['ratio']:.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--history-days", type=float, default=3.0,
                     help="minute pair: days before the first issue time (default 3)")
     ap.add_argument("--no-check", action="store_true", help="skip the self-check")
+    ap.add_argument("--hindsight", action="store_true",
+                    help="also the band scaled by each factor in a grid (see above)")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     results: dict[str, Any] = {}
@@ -351,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         for cname in args.config or ["default", "protocol"]:
             for per in args.period or ["2019", "2020"]:
                 a, b = (int((to_ms(d) - g.ts[0]) // HOUR_MS) for d in PERIODS[per])
-                out = replay(g, CONFIGS[cname], a, b, check=not args.no_check)
+                out = replay(g, CONFIGS[cname], a, b, check=not args.no_check,
+                             hindsight=args.hindsight)
                 show(f"hourly {cname} {per}", out)
                 results[f"{cname} {per}"] = out
     else:
@@ -360,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                       pad=cfg.train_window)
         first = int(np.flatnonzero(np.isfinite(g.raw[3]).any(axis=1))[0])
         a = first + int(args.history_days * 1440)
-        out = replay(g, cfg, a, len(g.ts), check=not args.no_check)
+        out = replay(g, cfg, a, len(g.ts), check=not args.no_check, hindsight=args.hindsight)
         show("1-minute Coinbase pair, 2023-03-04 .. 03-10", out)
         results["minute"] = out
         pooled = out["table"]["pooled"]

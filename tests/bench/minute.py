@@ -3,6 +3,7 @@
     python tests/bench/minute.py                      # ~10 days of Coinbase minutes, shipped defaults
     python tests/bench/minute.py --reuse /tmp/minute  # keep the store; a rerun only re-reads it
     python tests/bench/minute.py --start 2023-03-09   # a shorter smoke run
+    python tests/bench/minute.py --swap               # the labels swapped (see below)
 
 Replays `tests/bench/data/coinbase_BTC-*_1m_2023-03-01_2023-03-10.csv.gz` (see the
 PROVENANCE.md beside them) through the product as a user would (`python -m daemon replay`
@@ -16,12 +17,19 @@ the rows every model forecast and had scored at the same (symbol, horizon, issue
   against naive's stored band), and its coverage;
 * the retrains: accepted, and accepted with the median moved (per cell);
 * the replay's wall time, whole command.
+
+`--swap` replays the same candles with the labels exchanged: the USD market's file as
+BTC/EUR, the EUR market's as BTC/USD (copies renamed in the work folder). On these days the
+lead runs from the EUR market to the USD one (PROVENANCE.md), so the follower then sits in
+the BTC/EUR column, as it does where the lead runs from USD to EUR: the check that the
+network finds a lead in either column, on real candles (prices keep their own levels).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -98,11 +106,25 @@ def score(lo: np.ndarray, hi: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (hi - lo) + 10 * np.maximum(lo - y, 0) + 10 * np.maximum(y - hi, 0)
 
 
-def evaluate(db: Path, start: int) -> dict[str, Any]:
-    t0 = min(int(pd.read_csv(f, usecols=["ts_ms"])["ts_ms"].min()) for f in FILES)
-    t1 = max(int(pd.read_csv(f, usecols=["ts_ms"])["ts_ms"].max()) for f in FILES)
+def swapped(folder: Path) -> list[Path]:
+    """Copies of FILES with the two quote currencies' labels exchanged in their names, in
+    FILES' label order (BTC/USD first): a replay's columns follow the order of its --data
+    files, so the follower's candles sit in the other column, not just under another name."""
+    out = []
+    for f in FILES:
+        quote = f.name.split("_")[1].split("-")[1]
+        other = {"USD": "EUR", "EUR": "USD"}[quote]
+        dst = folder / f.name.replace(f"BTC-{quote}", f"BTC-{other}")
+        shutil.copyfile(f, dst)
+        out.append(dst)
+    return out[::-1]
+
+
+def evaluate(db: Path, start: int, files: list[Path] = FILES) -> dict[str, Any]:
+    t0 = min(int(pd.read_csv(f, usecols=["ts_ms"])["ts_ms"].min()) for f in files)
+    t1 = max(int(pd.read_csv(f, usecols=["ts_ms"])["ts_ms"].max()) for f in files)
     n = (t1 - t0) // MINUTE + 1
-    closes = {f"BTC/{f.name.split('_')[1].split('-')[1]}": grid_closes(f, t0, n) for f in FILES}
+    closes = {f"BTC/{f.name.split('_')[1].split('-')[1]}": grid_closes(f, t0, n) for f in files}
     sigmas = {s: {lam: ewma_sigma(c, lam) for lam in LAMBDAS} for s, c in closes.items()}
     rows = read_rows(db, start)
     cells: dict[str, Any] = {}
@@ -167,23 +189,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--start", default="2023-03-04", help="first forecast (UTC); before: history")
     ap.add_argument("--reuse", type=Path, help="keep the store in this folder")
+    ap.add_argument("--swap", action="store_true",
+                    help="exchange the two markets' labels (the follower becomes BTC/EUR)")
     args = ap.parse_args()
     start = to_ms(args.start)
     work = args.reuse or Path(tempfile.mkdtemp(prefix="tickcast-minute-"))
     work.mkdir(parents=True, exist_ok=True)
     db = work / "minute.db"
+    files = swapped(work) if args.swap else FILES
     wall = None
     if not db.exists():
         cfg = work / "defaults.toml"
         cfg.write_text("# the shipped defaults\n")
-        rc, wall = run_replay(sys.executable, ROOT, FILES, start, to_ms("2023-03-11"), db, cfg,
+        rc, wall = run_replay(sys.executable, ROOT, files, start, to_ms("2023-03-11"), db, cfg,
                               work / "replay.log")
         if rc != 0:
             raise SystemExit(f"replay failed ({rc}); see {work / 'replay.log'}")
-    res = evaluate(db, start)
+    res = evaluate(db, start, files)
     res.update(retrains(db))
     res["replay_wall_s"] = None if wall is None else round(wall, 1)
     res["start"] = iso(start)
+    res["swapped"] = args.swap
     print(f"{'cell':<14}{'n':>7} " + " ".join(f"{m:>8}" for m in MODELS) +
           f"{'IS/best':>9}{'λ':>7}{'cov80':>7}")
     for k, c in res["cells"].items():
