@@ -423,13 +423,20 @@ def test_cuda_asked_for_without_a_gpu_is_a_clear_error() -> None:
     assert resolve("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def test_without_network_weight_the_forecast_skips_the_network_and_is_identical(
-        trained: Seq2SeqForecaster, monkeypatch: pytest.MonkeyPatch) -> None:
+def _without_network_weight(trained: Seq2SeqForecaster) -> Seq2SeqForecaster:
+    """A copy of `trained` whose model in use lets none of its network's output in."""
     f = copy.deepcopy(trained)
     assert f.fitted is not None
     f.adopt(dataclasses.replace(f.fitted, alpha=np.zeros_like(f.fitted.alpha),
                                 gamma=np.zeros_like(f.fitted.gamma)))
     assert f.fitted is not None and not f.fitted.uses_network
+    return f
+
+
+def test_without_network_weight_the_forecast_skips_the_network_and_is_identical(
+        trained: Seq2SeqForecaster, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = _without_network_weight(trained)
+    assert f.fitted is not None
     h = sine_pair(noise=0.001)
     skipped = f.forecast(h, HORIZONS)
     monkeypatch.setattr(type(f.fitted), "uses_network", property(lambda self: True))
@@ -438,12 +445,9 @@ def test_without_network_weight_the_forecast_skips_the_network_and_is_identical(
 
 def test_a_retrain_scores_the_model_in_use_as_it_serves_without_running_an_unused_network(
         trained: Seq2SeqForecaster, monkeypatch: pytest.MonkeyPatch) -> None:
-    f = copy.deepcopy(trained)
-    assert f.fitted is not None
-    f.adopt(dataclasses.replace(f.fitted, alpha=np.zeros_like(f.fitted.alpha),
-                                gamma=np.zeros_like(f.fitted.gamma)))
+    f = _without_network_weight(trained)
     in_use = f.fitted
-    assert in_use is not None and not in_use.uses_network
+    assert in_use is not None
     h = sine_pair(1600, noise=0.0005, seed=3)
     real = training.predict_raw
     ran: list[bool] = []

@@ -110,14 +110,11 @@ def swapped(folder: Path) -> list[Path]:
     """Copies of FILES with the two quote currencies' labels exchanged in their names, in
     FILES' label order (BTC/USD first): a replay's columns follow the order of its --data
     files, so the follower's candles sit in the other column, not just under another name."""
-    out = []
     for f in FILES:
         quote = f.name.split("_")[1].split("-")[1]
         other = {"USD": "EUR", "EUR": "USD"}[quote]
-        dst = folder / f.name.replace(f"BTC-{quote}", f"BTC-{other}")
-        shutil.copyfile(f, dst)
-        out.append(dst)
-    return out[::-1]
+        shutil.copyfile(f, folder / f.name.replace(f"BTC-{quote}", f"BTC-{other}"))
+    return [folder / f.name for f in FILES]
 
 
 def evaluate(db: Path, start: int, files: list[Path] = FILES) -> dict[str, Any]:
