@@ -30,9 +30,8 @@ and pooled (both symbols' rows together), per horizon: the mean 80 % interval sc
 units, the coverage, and the prior's score over the best λ's (chosen with hindsight, per
 horizon). `--hindsight` adds, pooled per horizon, the ratio and coverage of the prior's
 band with every half-width multiplied by one factor from a grid, and the best factor: a
-bound on what any recalibration of the band's width (conformal, adaptive) could gain,
-since it cannot do better than the best constant chosen knowing the outcomes, unless it
-also changes the band's shape over time. The last line is one JSON object, with the mean cost of a fit and of one
+bound on what a width correction fixed per horizon could gain (one that changes the width
+over time, such as adaptive conformal inference, is not bound by it). The last line is one JSON object, with the mean cost of a fit and of one
 `scales_last` (numpy's BLAS threads fight over a busy 2-core box: `OPENBLAS_NUM_THREADS=1`
 gives steadier timings).
 """
