@@ -58,7 +58,8 @@ KEYS: list[Key] = [
     Key("model", "epochs", float, 4.0, v.positive,
         doc="passes over the training windows of a first training"),
     Key("model", "retrain_epochs", float, 0.1, v.positive,
-        doc="passes over the training windows of a warm start (0.1: at a retrain every 60 candles, 2.4 passes a day of minutes)"),
+        doc="passes over the training windows of a warm start "
+            "(0.1: at a retrain every 60 candles, 2.4 passes a day of minutes)"),
     Key("model", "initial_steps", int, 2000, v.positive,
         doc="most optimiser steps of a first training (its time budget)"),
     Key("model", "retrain_steps", int, 500, v.positive,
