@@ -34,8 +34,8 @@ bound on what a width correction fixed per horizon could gain (one that changes 
 over time is not bound by it), and beside it two such corrections tried: adaptive conformal
 widths for a grid of steps (causal: each step uses only the outcomes known by then), and the
 prior's band combined with an EWMA band, sqrt(w prior² + (1 − w) EWMA²) × f, with λ, w and f
-chosen with hindsight per horizon (a bound on what that combination could gain). The last line is one JSON object, with the mean cost of a fit and of one
-`scales_last` (numpy's BLAS threads fight over a busy 2-core box: `OPENBLAS_NUM_THREADS=1`
+chosen with hindsight per horizon (a bound on what that combination could gain). The last
+line is one JSON object, with the mean cost of a fit and of one `scales_last` (numpy's BLAS threads fight over a busy 2-core box: `OPENBLAS_NUM_THREADS=1`
 gives steadier timings).
 """
 
@@ -222,6 +222,11 @@ class Scored:
     sigma: dict[float, np.ndarray]  # lam -> (m, S)
 
 
+def ewma_half(sigma: np.ndarray, kh: np.ndarray) -> np.ndarray:
+    """The RiskMetrics band's half-width in log units, (m, H, S), from sigma (m, S)."""
+    return Z80 * sigma[:, None, :] * np.sqrt(kh.astype(np.float64))[None, :, None]
+
+
 def interval_score(lo: np.ndarray, hi: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (hi - lo) + PENALTY * np.maximum(lo - y, 0) + PENALTY * np.maximum(y - hi, 0)
 
@@ -232,7 +237,7 @@ def aci_scale(ends: np.ndarray, kh: np.ndarray, half: np.ndarray, last: np.ndarr
     moved by eta × (miss − 0.2) once each earlier forecast's target candle is known (at or
     before the issue time), so the long-run coverage is 80 % whatever the prior does."""
     out = half.copy()
-    m, nh, ns = half.shape
+    m, _, ns = half.shape
     for i_h, h in enumerate(kh):
         for s in range(ns):
             u, j = 0.0, 0
@@ -305,9 +310,9 @@ def replay(g: Grid, cfg: Config, start: int, stop: int, *, check: bool = True,
                       for eta in ACI_ETAS}
         combined: dict[str, dict[str, Any]] = {}
         for lam in COMBINE_LAMBDAS:
-            ewma_half = Z80 * sig[lam][:, None, :] * np.sqrt(kh)[None, :, None]
+            hw = ewma_half(sig[lam], kh)
             for w in COMBINE_WEIGHTS:
-                mixed = np.sqrt(w * sc_.half ** 2 + (1 - w) * ewma_half ** 2)
+                mixed = np.sqrt(w * sc_.half ** 2 + (1 - w) * hw ** 2)
                 for f in HINDSIGHT:
                     for hz, r in pooled(mixed * f).items():
                         if hz not in combined or r["ratio"] < combined[hz]["ratio"]:
@@ -347,7 +352,7 @@ def tabulate(sc: Scored, cfg: Config) -> dict[str, Any]:
     kh = np.asarray(cfg.horizons, dtype=np.float64)
     bands = {"prior": (last * np.exp(-sc.half), last * np.exp(sc.half))}
     for lam, s in sc.sigma.items():
-        hw = Z80 * s[:, None, :] * np.sqrt(kh)[None, :, None]
+        hw = ewma_half(s, kh)
         bands[f"ewma{lam}"] = (last * np.exp(-hw), last * np.exp(hw))
     scores = {k: interval_score(lo, hi, np.where(ok, y, 0)) for k, (lo, hi) in bands.items()}
     inside = {k: (y >= lo) & (y <= hi) for k, (lo, hi) in bands.items()}
